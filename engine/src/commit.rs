@@ -1,0 +1,478 @@
+//! The leader's commit pipeline: group commit of intents into the op log.
+//!
+//! One thread owns the engine's writer. It takes the next intent, gathers
+//! whatever else is queued (up to `max_ops` / `max_bytes`), applies each in
+//! one transaction, writes the batch with ONE durable journal sync, runs
+//! the engine's listeners and only then completes every intent of the batch.
+//!
+//! Batching never adds latency to a lone writer: with nothing else queued
+//! the batch is written at once. When the previous batch held several
+//! intents (many writers are active) it lingers up to `window` for as many
+//! again. An fsync barrier ends the batch at once.
+//!
+//! Completion is a callback, so a FUSE request waiting for its commit does
+//! not hold a thread: the reply is sent from this thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+
+use crate::apply::Fail;
+use crate::engine::{Batch, Engine};
+use crate::errno::Errno;
+use crate::keys::{self, Space};
+use crate::op::{Ack, Intent, Op};
+use crate::records;
+use crate::types::{Ino, Nanos};
+
+/// Source of commit timestamps.
+pub trait Clock: Send + Sync {
+    /// Current time in nanoseconds since the epoch.
+    fn now(&self) -> Nanos;
+}
+
+/// The system wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Nanos {
+        crate::util::now_nanos()
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(pub AtomicI64);
+
+impl Clock for ManualClock {
+    fn now(&self) -> Nanos {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Which nodes are open somewhere (open-leases). The leader consults it
+/// when an unlink or a replacing rename drops a node's last link: an open
+/// node becomes an orphan instead of being deleted.
+pub trait OpenFiles: Send + Sync {
+    /// Whether `ino` is open on any mount.
+    fn is_open(&self, ino: Ino) -> bool;
+}
+
+/// No node is ever open (tools, tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoneOpen;
+
+impl OpenFiles for NoneOpen {
+    fn is_open(&self, _: Ino) -> bool {
+        false
+    }
+}
+
+/// Group commit settings (SPEC 5). All are named settings of the config.
+#[derive(Clone, Debug)]
+pub struct CommitConfig {
+    /// Longest time a batch waits for more intents once several writers
+    /// are active.
+    pub window: Duration,
+    /// Most intents per batch.
+    pub max_ops: usize,
+    /// Most payload bytes per batch.
+    pub max_bytes: usize,
+    /// Intents queued past this bound are refused with EAGAIN.
+    pub max_pending: usize,
+    /// Free space the store's filesystem must keep; commits that would dip
+    /// below fail with ENOSPC before anything is written.
+    pub reserve_bytes: u64,
+}
+
+impl Default for CommitConfig {
+    fn default() -> Self {
+        CommitConfig {
+            window: Duration::from_millis(1),
+            max_ops: 100,
+            max_bytes: 1 << 20,
+            max_pending: 10_000,
+            reserve_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Completion callback of a submitted intent.
+pub type Done = Box<dyn FnOnce(Result<Ack, Errno>) + Send>;
+
+struct Submission {
+    intent: Intent,
+    chunks: Vec<Bytes>,
+    done: Done,
+    bytes: usize,
+}
+
+/// Counters of the pipeline.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Durable batch writes.
+    pub batches: AtomicU64,
+    /// Log entries committed.
+    pub entries: AtomicU64,
+    /// Intents answered (any outcome).
+    pub answered: AtomicU64,
+    /// Batches cut short by an fsync barrier.
+    pub barrier_flushes: AtomicU64,
+    /// Intents refused with EAGAIN.
+    pub rejected: AtomicU64,
+}
+
+/// Handle to the commit thread.
+pub struct Committer {
+    tx: Option<Sender<Submission>>,
+    pending: Arc<AtomicUsize>,
+    stats: Arc<CommitStats>,
+    config: CommitConfig,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Starts the commit thread over `engine`.
+    pub fn start(
+        engine: Engine,
+        config: CommitConfig,
+        clock: Arc<dyn Clock>,
+        open: Arc<dyn OpenFiles>,
+    ) -> Committer {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(CommitStats::default());
+        let worker = Pipeline {
+            engine,
+            config: config.clone(),
+            clock,
+            open,
+            pending: pending.clone(),
+            stats: stats.clone(),
+            crashed: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("hsfs-commit".into())
+            .spawn(move || worker.run(&rx))
+            .expect("spawn commit thread");
+        Committer {
+            tx: Some(tx),
+            pending,
+            stats,
+            config,
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues an intent; `done` runs on the commit thread once the intent is
+    /// durable (or failed). `chunks` carries the bytes of a write's chunks,
+    /// in order, when the caller has them; they are verified here.
+    pub fn submit(&self, intent: Intent, chunks: Vec<Bytes>, done: Done) {
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= self.config.max_pending {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            done(Err(Errno::EAGAIN));
+            return;
+        }
+        let bytes = intent.op.payload_len() + 64;
+        let sub = Submission {
+            intent,
+            chunks,
+            done,
+            bytes,
+        };
+        match &self.tx {
+            Some(tx) => {
+                if let Err(e) = tx.send(sub) {
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                    (e.into_inner().done)(Err(Errno::EIO));
+                }
+            }
+            None => (sub.done)(Err(Errno::EIO)),
+        }
+    }
+
+    /// Submits and waits for the outcome.
+    pub fn commit(&self, intent: Intent, chunks: Vec<Bytes>) -> Result<Ack, Errno> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(
+            intent,
+            chunks,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        // A crashed pipeline drops the callback unanswered: the caller sees
+        // an I/O error, as a client of a dead leader would.
+        rx.recv().unwrap_or(Err(Errno::EIO))
+    }
+
+    /// Intents queued or in flight.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Pipeline counters.
+    #[must_use]
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
+    }
+
+    /// The settings in force.
+    #[must_use]
+    pub fn config(&self) -> &CommitConfig {
+        &self.config
+    }
+
+    /// Completes everything queued, then stops the thread.
+    pub fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Pipeline {
+    engine: Engine,
+    config: CommitConfig,
+    clock: Arc<dyn Clock>,
+    open: Arc<dyn OpenFiles>,
+    pending: Arc<AtomicUsize>,
+    stats: Arc<CommitStats>,
+    /// A failpoint simulated a crash: nothing more is written or answered.
+    crashed: bool,
+}
+
+/// Outcome of applying one submission inside a batch.
+type Reply = (Done, Result<Ack, Errno>);
+
+impl Pipeline {
+    fn run(mut self, rx: &Receiver<Submission>) {
+        let mut last_batch = 1usize;
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            let mut bytes = batch[0].bytes;
+            let deadline = Instant::now() + self.config.window;
+            let target = last_batch.min(self.config.max_ops);
+            while batch.len() < self.config.max_ops
+                && bytes < self.config.max_bytes
+                && !matches!(batch.last().expect("non-empty").intent.op, Op::Fsync { .. })
+            {
+                let next = match rx.try_recv() {
+                    Ok(s) => s,
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) if batch.len() >= target => break,
+                    Err(TryRecvError::Empty) => match rx.recv_deadline(deadline) {
+                        Ok(s) => s,
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    },
+                };
+                bytes += next.bytes;
+                batch.push(next);
+            }
+            if matches!(batch.last().expect("non-empty").intent.op, Op::Fsync { .. }) {
+                self.stats.barrier_flushes.fetch_add(1, Ordering::Relaxed);
+            }
+            last_batch = batch.len();
+            let n = batch.len();
+            let replies = self.process(batch, bytes);
+            if self.crashed {
+                // Simulated process death: drop callbacks unanswered and
+                // refuse everything that follows.
+                drop(replies);
+                self.pending.fetch_sub(n, Ordering::AcqRel);
+                continue;
+            }
+            for (done, r) in replies {
+                done(r);
+            }
+            self.stats.answered.fetch_add(n as u64, Ordering::Relaxed);
+            self.pending.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    fn fail_all(batch: Vec<Submission>, e: Errno) -> Vec<Reply> {
+        batch.into_iter().map(|s| (s.done, Err(e))).collect()
+    }
+
+    fn process(&mut self, batch: Vec<Submission>, bytes: usize) -> Vec<Reply> {
+        if self.crashed {
+            return Self::fail_all(batch, Errno::EIO);
+        }
+        if self.engine.is_poisoned() {
+            return Self::fail_all(batch, Errno::EIO);
+        }
+        // Refuse before writing anything when the disk is nearly full, so
+        // the store never hits ENOSPC half way through a journal write.
+        if let Some(free) = self.engine.backend().free_space()
+            && free < self.config.reserve_bytes + 2 * bytes as u64
+        {
+            tracing::warn!(free, reserve = self.config.reserve_bytes, "store filesystem full: refusing commits");
+            return Self::fail_all(batch, Errno::ENOSPC);
+        }
+        let engine = self.engine.clone();
+        let mut b = match engine.batch() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a batch");
+                return Self::fail_all(batch, e.errno());
+            }
+        };
+        let fp = engine.failpoints();
+        let mut replies = Vec::with_capacity(batch.len());
+        for sub in batch {
+            if fp.hit("commit.before_apply") {
+                self.crashed = true;
+                replies.push((sub.done, Err(Errno::EIO)));
+                continue;
+            }
+            if self.crashed {
+                replies.push((sub.done, Err(Errno::EIO)));
+                continue;
+            }
+            match self.commit_one(&mut b, &sub) {
+                Ok(r) => replies.push((sub.done, r)),
+                Err(fatal) => {
+                    tracing::error!(error = %fatal, "batch abandoned");
+                    replies.push((sub.done, Err(Errno::EIO)));
+                    drop(b);
+                    return replies.into_iter().map(|(d, _)| (d, Err(Errno::EIO))).collect();
+                }
+            }
+            if fp.hit("commit.after_apply") {
+                self.crashed = true;
+            }
+        }
+        if self.crashed {
+            return replies;
+        }
+        let entries_in_batch = b.len() as u64;
+        match b.finish(true) {
+            Ok(_) => {
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .entries
+                    .fetch_add(entries_in_batch, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "durable batch write failed");
+                let errno = match &e {
+                    crate::engine::EngineError::Store(crate::store::StoreError::Io(io))
+                        if io.raw_os_error() == Some(libc::ENOSPC) =>
+                    {
+                        Errno::ENOSPC
+                    }
+                    _ => Errno::EIO,
+                };
+                return replies.into_iter().map(|(d, _)| (d, Err(errno))).collect();
+            }
+        }
+        if fp.hit("commit.after_write") {
+            // Durable, but the acks die with the "process".
+            self.crashed = true;
+        }
+        replies
+    }
+
+    /// Applies one intent. `Ok(Err(errno))`: the intent fails, the batch
+    /// goes on. `Err`: the batch must be abandoned.
+    fn commit_one(&self, b: &mut Batch<'_>, sub: &Submission) -> Result<Result<Ack, Errno>, Fail> {
+        let intent = &sub.intent;
+        if let Some(ack) = b.dedupe(&intent.id).map_err(engine_fail)? {
+            return Ok(Ok(ack));
+        }
+        if intent.origin.worker.len() > 255 || intent.origin.agent.len() > 255 {
+            return Ok(Err(Errno::EINVAL));
+        }
+        if matches!(intent.op, Op::Genesis { .. }) {
+            return Ok(Err(Errno::EPERM));
+        }
+        let refs = intent.op.chunks();
+        if !sub.chunks.is_empty() {
+            if sub.chunks.len() != refs.len() {
+                return Ok(Err(Errno::EINVAL));
+            }
+            for (r, data) in refs.iter().zip(&sub.chunks) {
+                if data.len() != r.len as usize || *blake3::hash(data).as_bytes() != r.hash {
+                    return Ok(Err(Errno::EINVAL));
+                }
+            }
+            for (r, data) in refs.iter().zip(&sub.chunks) {
+                if !b.has_chunk(&r.hash).map_err(engine_fail)? {
+                    b.put_chunk(r.hash, data.as_ref());
+                }
+            }
+        } else {
+            for r in refs {
+                if !b.has_chunk(&r.hash).map_err(engine_fail)? {
+                    tracing::warn!(chunk = %hex::encode(r.hash), "intent references a chunk the leader lacks");
+                    return Ok(Err(Errno::EIO));
+                }
+            }
+        }
+        let resolved = Intent {
+            op: resolve(b, &intent.op, &*self.open)?,
+            ..intent.clone()
+        };
+        let now = self.clock.now().max(b.meta().last_time + 1);
+        match b.commit_intent(&resolved, now) {
+            Ok(ack) => Ok(Ok(ack)),
+            Err(Fail::Errno(e)) => Ok(Err(e)),
+            Err(f) => Err(f),
+        }
+    }
+}
+
+fn engine_fail(e: crate::engine::EngineError) -> Fail {
+    match e {
+        crate::engine::EngineError::Store(s) => Fail::Store(s),
+        other => Fail::Corrupt(other.to_string()),
+    }
+}
+
+/// Fills in the leader's decisions at the linearization point: whether a
+/// node losing its last link is kept as an orphan because it is open.
+fn resolve(b: &Batch<'_>, op: &Op, open: &dyn OpenFiles) -> Result<Op, Fail> {
+    let target = |parent: Ino, name: &[u8]| -> Result<Option<Ino>, Fail> {
+        match b.txn().get(Space::Dirents, &keys::dirent_key(parent, name))? {
+            Some(v) => Ok(Some(records::decode_dirent(&v)?.0)),
+            None => Ok(None),
+        }
+    };
+    Ok(match op {
+        Op::Unlink { parent, name, .. } => Op::Unlink {
+            parent: *parent,
+            name: name.clone(),
+            keep_orphan: target(*parent, name)?.is_some_and(|i| open.is_open(i)),
+        },
+        Op::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            mode,
+            ..
+        } => Op::Rename {
+            parent: *parent,
+            name: name.clone(),
+            new_parent: *new_parent,
+            new_name: new_name.clone(),
+            mode: *mode,
+            keep_orphan: target(*new_parent, new_name)?.is_some_and(|i| open.is_open(i)),
+        },
+        other => other.clone(),
+    })
+}

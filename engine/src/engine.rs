@@ -1,0 +1,859 @@
+//! The engine: a store, the Merkle trie over its canonical records, and the
+//! single-writer batch API used by the leader's commit pipeline and by
+//! replicas replaying the log.
+//!
+//! Lock order: `Inner::writer` is the only lock held across storage writes.
+//! Readers never take it: they read the backend directly, which exposes
+//! whole batches atomically.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hsfs_merkle::{Branch, NodePath, NodeStore, Trie};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+
+use crate::apply::{self, Fail, Meta};
+use crate::errno::Errno;
+use crate::failpoint::Failpoints;
+use crate::keys::{self, Space, meta};
+use crate::op::{Ack, Intent, LogEntry, Op, OpResult, Origin};
+use crate::statedir::{StateDir, StateDirError};
+use crate::store::fjall_backend::{FjallBackend, FjallOptions};
+use crate::store::{Backend, StoreError};
+use crate::txn::Txn;
+use crate::types::{ClientId, Hash, IntentId, Nanos, WorkspaceId};
+
+/// Errors of opening, reading or writing the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The state directory is unusable.
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Stored data is inconsistent.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The store holds no workspace yet.
+    #[error("store is not initialized")]
+    Uninitialized,
+    /// An earlier durable write failed; the engine accepts no more writes.
+    #[error("engine poisoned by an earlier failed write; restart to recover")]
+    Poisoned,
+    /// A request that has an errno answer (reads).
+    #[error("{0}")]
+    Errno(Errno),
+}
+
+impl EngineError {
+    /// The errno to give a syscall that hit this error.
+    #[must_use]
+    pub fn errno(&self) -> Errno {
+        match self {
+            EngineError::Errno(e) => *e,
+            EngineError::StateDir(_)
+            | EngineError::Store(_)
+            | EngineError::Corrupt(_)
+            | EngineError::Uninitialized
+            | EngineError::Poisoned => Errno::EIO,
+        }
+    }
+}
+
+impl From<Fail> for EngineError {
+    fn from(f: Fail) -> Self {
+        match f {
+            Fail::Errno(e) => EngineError::Errno(e),
+            Fail::Store(e) => EngineError::Store(e),
+            Fail::Corrupt(s) => EngineError::Corrupt(s),
+        }
+    }
+}
+
+/// Why a replica could not apply a committed entry. Apply stops at the
+/// entry before; the replica must go read-only.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The entry does not follow the last applied one.
+    #[error("log index {got}: expected index {expected} (gap or reorder)")]
+    Gap {
+        /// The next index this replica can apply.
+        expected: u64,
+        /// What it was given.
+        got: u64,
+    },
+    /// `committed_at` does not increase.
+    #[error("log index {index}: committed_at {time} is not after {last}")]
+    Time {
+        /// Entry.
+        index: u64,
+        /// Its time.
+        time: Nanos,
+        /// The previous entry's time.
+        last: Nanos,
+    },
+    /// A chunk the entry needs is missing or fails its hash.
+    #[error("log index {index}: chunk {} {why}", hex::encode(hash))]
+    Chunk {
+        /// Entry.
+        index: u64,
+        /// The chunk.
+        hash: Hash,
+        /// "is missing" or "is corrupt (hash mismatch)".
+        why: &'static str,
+    },
+    /// The op failed here although it committed at the leader: divergence.
+    #[error("log index {index}: op failed on replay with {errno}")]
+    Apply {
+        /// Entry.
+        index: u64,
+        /// The error.
+        errno: Errno,
+    },
+    /// The computed root differs from the entry's root: divergence.
+    #[error("log index {index}: merkle root mismatch (entry {} computed {})", hex::encode(expected), hex::encode(computed))]
+    RootMismatch {
+        /// Entry.
+        index: u64,
+        /// Root in the entry.
+        expected: Hash,
+        /// Root computed here.
+        computed: Hash,
+    },
+    /// The store failed.
+    #[error("log index {index}: {source}")]
+    Engine {
+        /// Entry.
+        index: u64,
+        /// The error.
+        source: EngineError,
+    },
+}
+
+impl ReplayError {
+    /// The log index the error is about.
+    #[must_use]
+    pub fn index(&self) -> u64 {
+        match self {
+            ReplayError::Gap { got, .. } => *got,
+            ReplayError::Time { index, .. }
+            | ReplayError::Chunk { index, .. }
+            | ReplayError::Apply { index, .. }
+            | ReplayError::RootMismatch { index, .. }
+            | ReplayError::Engine { index, .. } => *index,
+        }
+    }
+
+    /// An errno describing the error for status reports.
+    #[must_use]
+    pub fn errno(&self) -> Errno {
+        match self {
+            ReplayError::Apply { errno, .. } => *errno,
+            ReplayError::Engine { source, .. } => source.errno(),
+            _ => Errno::EIO,
+        }
+    }
+}
+
+/// One op made durable, as reported to listeners (the FUSE layer turns
+/// these into kernel cache invalidations).
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// Log index.
+    pub index: u64,
+    /// The op.
+    pub op: Op,
+    /// Its result.
+    pub result: OpResult,
+    /// Canonical records the op changed (space, key).
+    pub changes: Vec<(Space, Vec<u8>)>,
+}
+
+/// A callback run after every durable batch, before acks are sent.
+pub type Listener = Arc<dyn Fn(&[Applied]) + Send + Sync>;
+
+/// Summary of the engine's applied state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// Workspace.
+    pub workspace: WorkspaceId,
+    /// Counters at the last applied index.
+    pub meta: Meta,
+}
+
+/// Options for opening an engine.
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// fjall tuning.
+    pub fjall: FjallOptions,
+}
+
+struct Writer {
+    trie: Trie,
+    meta: Meta,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    workspace: WorkspaceId,
+    writer: Mutex<Writer>,
+    /// Copy of the writer's meta after the last durable batch.
+    published: RwLock<Meta>,
+    applied: AtomicU64,
+    applied_cv: (Mutex<()>, Condvar),
+    poisoned: AtomicBool,
+    listeners: RwLock<Vec<Listener>>,
+    failpoints: Failpoints,
+    _dir: Option<StateDir>,
+}
+
+/// The engine. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// [`NodeStore`] over the backend's merkle space.
+struct MerkleNodes<'a>(&'a dyn Backend);
+
+/// Merkle node load failure.
+#[derive(Debug, thiserror::Error)]
+pub enum MerkleLoadError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A branch did not decode.
+    #[error("merkle branch {0:?}: {1}")]
+    Decode(NodePath, hsfs_merkle::DecodeError),
+}
+
+impl NodeStore for MerkleNodes<'_> {
+    type Error = MerkleLoadError;
+    fn load(&self, path: &NodePath) -> Result<Option<Branch>, MerkleLoadError> {
+        match self.0.get(Space::Merkle, &path.to_key())? {
+            Some(v) => Branch::decode(&v)
+                .map(Some)
+                .map_err(|e| MerkleLoadError::Decode(*path, e)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn merkle_fail(e: hsfs_merkle::TrieError<MerkleLoadError>) -> Fail {
+    match e {
+        hsfs_merkle::TrieError::Store(MerkleLoadError::Store(s)) => Fail::Store(s),
+        other => Fail::Corrupt(other.to_string()),
+    }
+}
+
+fn read_u64(b: &dyn Backend, key: &[u8]) -> Result<Option<u64>, EngineError> {
+    match b.get(Space::Meta, key)? {
+        None => Ok(None),
+        Some(v) => keys::be_u64(&v)
+            .map(Some)
+            .ok_or_else(|| EngineError::Corrupt(format!("meta {}", String::from_utf8_lossy(key)))),
+    }
+}
+
+fn load_meta(b: &dyn Backend) -> Result<Option<(WorkspaceId, Meta)>, EngineError> {
+    let Some(ws) = b.get(Space::Meta, meta::WORKSPACE)? else {
+        return Ok(None);
+    };
+    let ws = WorkspaceId(
+        ws.as_ref()
+            .try_into()
+            .map_err(|_| EngineError::Corrupt("meta workspace_id".into()))?,
+    );
+    let format = read_u64(b, meta::FORMAT)?;
+    if format != Some(u64::from(crate::statedir::FORMAT_VERSION)) {
+        return Err(EngineError::Corrupt(format!("unsupported store format {format:?}")));
+    }
+    let mut m = Meta::empty();
+    m.applied = read_u64(b, meta::APPLIED)?.unwrap_or(0);
+    m.next_ino = read_u64(b, meta::NEXT_INO)?.unwrap_or(m.next_ino);
+    m.last_time = read_u64(b, meta::LAST_TIME)?.unwrap_or(0) as i64;
+    m.nodes = read_u64(b, meta::NODES)?.unwrap_or(0);
+    m.bytes = read_u64(b, meta::BYTES)?.unwrap_or(0);
+    if let Some(r) = b.get(Space::Meta, meta::ROOT)? {
+        m.root = r
+            .as_ref()
+            .try_into()
+            .map_err(|_| EngineError::Corrupt("meta root".into()))?;
+    }
+    Ok(Some((ws, m)))
+}
+
+impl Engine {
+    /// Creates a state directory with a new workspace and commits the
+    /// genesis entry (log index 1: the root directory).
+    pub fn init_dir(
+        path: &Path,
+        workspace: WorkspaceId,
+        root: (u32, u32, u32),
+        now: Nanos,
+        opts: &EngineOptions,
+    ) -> Result<Engine, EngineError> {
+        let dir = StateDir::create(path, workspace)?;
+        let backend = Arc::new(FjallBackend::open(&dir.db_path(), &opts.fjall)?);
+        Self::init(backend, Some(dir), workspace, root, now)
+    }
+
+    /// Opens an existing state directory (taking its process lock).
+    pub fn open_dir(path: &Path, opts: &EngineOptions) -> Result<Engine, EngineError> {
+        let dir = StateDir::open(path)?;
+        let backend = Arc::new(FjallBackend::open(&dir.db_path(), &opts.fjall)?);
+        let e = Self::open(backend, Some(dir))?;
+        Ok(e)
+    }
+
+    /// Creates an empty state directory for a workspace: no log entry yet,
+    /// ready to replay the leader's log from index 1.
+    pub fn create_dir(path: &Path, workspace: WorkspaceId, opts: &EngineOptions) -> Result<Engine, EngineError> {
+        let dir = StateDir::create(path, workspace)?;
+        let backend = Arc::new(FjallBackend::open(&dir.db_path(), &opts.fjall)?);
+        Self::create(backend, Some(dir), workspace)
+    }
+
+    /// Writes the store header of `workspace` into an empty backend.
+    pub fn create(
+        backend: Arc<dyn Backend>,
+        dir: Option<StateDir>,
+        workspace: WorkspaceId,
+    ) -> Result<Engine, EngineError> {
+        if load_meta(&*backend)?.is_some() {
+            return Err(EngineError::Corrupt("store already initialized".into()));
+        }
+        let header = vec![
+            crate::store::BatchItem {
+                space: Space::Meta,
+                key: meta::FORMAT.to_vec(),
+                value: Some(u64::from(crate::statedir::FORMAT_VERSION).to_be_bytes().into()),
+            },
+            crate::store::BatchItem {
+                space: Space::Meta,
+                key: meta::WORKSPACE.to_vec(),
+                value: Some(workspace.0.into()),
+            },
+        ];
+        backend.commit(header, true)?;
+        Self::open(backend, dir)
+    }
+
+    /// Initializes a workspace in an empty backend: the header, then the
+    /// genesis entry (log index 1) creating the root directory.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        dir: Option<StateDir>,
+        workspace: WorkspaceId,
+        (perm, uid, gid): (u32, u32, u32),
+        now: Nanos,
+    ) -> Result<Engine, EngineError> {
+        let engine = Self::create(backend, dir, workspace)?;
+        let mut b = engine.batch()?;
+        let intent = Intent {
+            id: IntentId {
+                client: ClientId::SYSTEM,
+                seq: 0,
+            },
+            origin: Origin {
+                worker: "init".into(),
+                agent: String::new(),
+            },
+            op: Op::Genesis { perm, uid, gid },
+        };
+        b.commit_intent(&intent, now)?;
+        b.finish(true)?;
+        Ok(engine)
+    }
+
+    /// Opens an initialized backend.
+    pub fn open(backend: Arc<dyn Backend>, dir: Option<StateDir>) -> Result<Engine, EngineError> {
+        let (workspace, meta) = load_meta(&*backend)?.ok_or(EngineError::Uninitialized)?;
+        if let Some(d) = &dir
+            && d.workspace() != workspace
+        {
+            return Err(EngineError::Corrupt(format!(
+                "FORMAT names workspace {} but the store holds {workspace}",
+                d.workspace()
+            )));
+        }
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                backend,
+                workspace,
+                applied: AtomicU64::new(meta.applied),
+                published: RwLock::new(meta.clone()),
+                writer: Mutex::new(Writer {
+                    trie: Trie::default(),
+                    meta,
+                }),
+                applied_cv: (Mutex::new(()), Condvar::new()),
+                poisoned: AtomicBool::new(false),
+                listeners: RwLock::new(Vec::new()),
+                failpoints: Failpoints::default(),
+                _dir: dir,
+            }),
+        })
+    }
+
+    /// The backend.
+    #[must_use]
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.inner.backend
+    }
+
+    /// The workspace id.
+    #[must_use]
+    pub fn workspace(&self) -> WorkspaceId {
+        self.inner.workspace
+    }
+
+    /// Last applied (durable here) log index.
+    #[must_use]
+    pub fn applied_index(&self) -> u64 {
+        self.inner.applied.load(Ordering::Acquire)
+    }
+
+    /// Counters after the last applied index.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        Status {
+            workspace: self.inner.workspace,
+            meta: self.inner.published.read().clone(),
+        }
+    }
+
+    /// Waits until the applied index reaches `index`; false on timeout.
+    pub fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &self.inner.applied_cv;
+        let mut g = m.lock();
+        while self.applied_index() < index {
+            if cv.wait_until(&mut g, deadline).timed_out() {
+                return self.applied_index() >= index;
+            }
+        }
+        true
+    }
+
+    /// Registers a callback run after each durable batch.
+    pub fn add_listener(&self, l: Listener) {
+        self.inner.listeners.write().push(l);
+    }
+
+    /// Named failpoints of this engine (tests).
+    #[must_use]
+    pub fn failpoints(&self) -> &Failpoints {
+        &self.inner.failpoints
+    }
+
+    /// Whether a failed durable write has poisoned the engine.
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Starts a write batch, taking the single-writer lock.
+    pub fn batch(&self) -> Result<Batch<'_>, EngineError> {
+        if self.is_poisoned() {
+            return Err(EngineError::Poisoned);
+        }
+        let w = self.inner.writer.lock();
+        let meta = w.meta.clone();
+        Ok(Batch {
+            engine: self,
+            txn: Txn::new(&*self.inner.backend),
+            w,
+            meta,
+            applied: Vec::new(),
+            dirty: false,
+        })
+    }
+
+    /// The ack stored for an intent, if it committed.
+    pub fn dedupe(&self, id: &IntentId) -> Result<Option<Ack>, EngineError> {
+        match self.backend().get(Space::Dedupe, &keys::dedupe_key(id))? {
+            Some(v) => Ack::decode(&v)
+                .map(Some)
+                .map_err(|e| EngineError::Corrupt(format!("dedupe record: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The Merkle proof of one canonical record against the current root.
+    pub fn prove(&self, space: Space, key: &[u8]) -> Result<hsfs_merkle::Proof, EngineError> {
+        let mut w = self.inner.writer.lock();
+        let kh = keys::record_key_hash(space, key);
+        w.trie
+            .prove(&MerkleNodes(self.backend()), &kh)
+            .map_err(|e| EngineError::from(merkle_fail(e)))
+    }
+
+    fn publish(&self, meta: &Meta, applied: &[Applied]) {
+        *self.inner.published.write() = meta.clone();
+        self.inner.applied.store(meta.applied, Ordering::Release);
+        {
+            let _g = self.inner.applied_cv.0.lock();
+            self.inner.applied_cv.1.notify_all();
+        }
+        if !applied.is_empty() {
+            for l in self.inner.listeners.read().iter() {
+                l(applied);
+            }
+        }
+    }
+}
+
+/// A write batch: a transaction plus the writer lock. Ops applied through it
+/// become visible and durable together in [`Batch::finish`].
+pub struct Batch<'e> {
+    engine: &'e Engine,
+    w: MutexGuard<'e, Writer>,
+    txn: Txn<'e>,
+    meta: Meta,
+    applied: Vec<Applied>,
+    dirty: bool,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        // A batch dropped without `finish` (an error path) must not leave
+        // its Merkle changes behind for the next batch.
+        if self.w.trie.has_pending() {
+            self.w.trie.reset();
+        }
+    }
+}
+
+impl<'e> Batch<'e> {
+    /// Counters including the ops applied so far in this batch.
+    #[must_use]
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// The engine.
+    #[must_use]
+    pub fn engine(&self) -> &'e Engine {
+        self.engine
+    }
+
+    /// Bytes buffered so far.
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        self.txn.buffered_bytes()
+    }
+
+    /// Number of log entries in the batch.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.applied.len()
+    }
+
+    /// Whether the batch holds no log entry.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.applied.is_empty()
+    }
+
+    /// Read access to the state as of this batch (committed plus buffered).
+    #[must_use]
+    pub fn txn(&self) -> &Txn<'e> {
+        &self.txn
+    }
+
+    /// The ack stored for an intent (including ones in this batch).
+    pub fn dedupe(&self, id: &IntentId) -> Result<Option<Ack>, EngineError> {
+        match self.txn.get(Space::Dedupe, &keys::dedupe_key(id))? {
+            Some(v) => Ack::decode(&v)
+                .map(Some)
+                .map_err(|e| EngineError::Corrupt(format!("dedupe record: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether a chunk is stored (or buffered in this batch).
+    pub fn has_chunk(&self, hash: &Hash) -> Result<bool, EngineError> {
+        Ok(self.txn.contains(Space::Chunks, hash)?)
+    }
+
+    /// Buffers a chunk the caller has verified against `hash`.
+    pub fn put_chunk(&mut self, hash: Hash, data: impl Into<crate::store::Value>) {
+        let data = data.into();
+        debug_assert_eq!(*blake3::hash(&data).as_bytes(), hash, "unverified chunk");
+        self.txn.put(Space::Chunks, hash.to_vec(), data);
+        self.dirty = true;
+    }
+
+    /// Applies one op in the transaction; on failure the op is rolled back
+    /// (including the counters) and the batch can continue.
+    fn apply_op(&mut self, op: &Op, now: Nanos) -> Result<(OpResult, Vec<crate::txn::Change>), Fail> {
+        let saved = self.meta.clone();
+        self.txn.begin_op();
+        match apply::apply(&mut self.txn, self.engine.inner.workspace, &mut self.meta, op, now) {
+            Ok(r) => Ok((r, self.txn.finish_op())),
+            Err(e) => {
+                self.txn.rollback_op();
+                self.meta = saved;
+                Err(e)
+            }
+        }
+    }
+
+    /// Folds an op's record changes into the Merkle trie; returns the root.
+    fn merkle(&mut self, changes: &[crate::txn::Change]) -> Result<Hash, Fail> {
+        let store = MerkleNodes(&*self.engine.inner.backend);
+        for (space, key, value) in changes {
+            let kh = keys::record_key_hash(*space, key);
+            match value {
+                Some(v) => self
+                    .w
+                    .trie
+                    .insert(&store, &kh, &keys::record_value_hash(v))
+                    .map_err(merkle_fail)?,
+                None => {
+                    self.w.trie.remove(&store, &kh).map_err(merkle_fail)?;
+                }
+            }
+        }
+        self.w.trie.root(&store).map_err(merkle_fail)
+    }
+
+    fn append(&mut self, entry: &LogEntry, result: OpResult, changes: Vec<crate::txn::Change>) -> Ack {
+        let ack = Ack {
+            index: entry.index,
+            op_id: entry.op_id,
+            committed_at: entry.committed_at,
+            root: entry.root,
+            result,
+        };
+        self.txn
+            .put(Space::Log, entry.index.to_be_bytes().to_vec(), entry.encode());
+        self.txn
+            .put(Space::Dedupe, keys::dedupe_key(&entry.intent).to_vec(), ack.encode());
+        self.meta.applied = entry.index;
+        self.meta.last_time = entry.committed_at;
+        self.meta.root = entry.root;
+        self.applied.push(Applied {
+            index: entry.index,
+            op: entry.op.clone(),
+            result,
+            changes: changes.into_iter().map(|(s, k, _)| (s, k)).collect(),
+        });
+        self.dirty = true;
+        ack
+    }
+
+    /// Leader path: applies the intent's op as the next log entry at time
+    /// `committed_at` (which must exceed the last one). An op that changes
+    /// nothing (e.g. opening an existing file with O_CREAT) is acknowledged
+    /// at the current index without a log entry. Callers check
+    /// [`Batch::dedupe`] first.
+    pub fn commit_intent(&mut self, intent: &Intent, committed_at: Nanos) -> Result<Ack, Fail> {
+        assert!(committed_at > self.meta.last_time, "committed_at must increase");
+        let (result, changes) = self.apply_op(&intent.op, committed_at)?;
+        if changes.is_empty() && !matches!(intent.op, Op::Genesis { .. }) {
+            return Ok(Ack {
+                index: self.meta.applied,
+                op_id: [0; 16],
+                committed_at: self.meta.last_time,
+                root: self.meta.root,
+                result,
+            });
+        }
+        let root = self.merkle(&changes)?;
+        let index = self.meta.applied + 1;
+        let entry = LogEntry {
+            index,
+            op_id: crate::op::op_id(&self.engine.inner.workspace, index),
+            committed_at,
+            intent: intent.id,
+            origin: intent.origin.clone(),
+            op: intent.op.clone(),
+            hazard: None,
+            root,
+        };
+        Ok(self.append(&entry, result, changes))
+    }
+
+    /// Replica path: applies a committed entry, checking order, chunks and
+    /// the resulting root. On error the batch must be abandoned (see
+    /// [`Engine::replay`], which keeps the entries before the failing one).
+    pub fn replay(&mut self, entry: &LogEntry) -> Result<(), ReplayError> {
+        let index = entry.index;
+        if index != self.meta.applied + 1 {
+            return Err(ReplayError::Gap {
+                expected: self.meta.applied + 1,
+                got: index,
+            });
+        }
+        if entry.committed_at <= self.meta.last_time {
+            return Err(ReplayError::Time {
+                index,
+                time: entry.committed_at,
+                last: self.meta.last_time,
+            });
+        }
+        for c in entry.op.chunks() {
+            let present = self
+                .has_chunk(&c.hash)
+                .map_err(|source| ReplayError::Engine { index, source })?;
+            if !present {
+                return Err(ReplayError::Chunk {
+                    index,
+                    hash: c.hash,
+                    why: "is missing",
+                });
+            }
+        }
+        let eng = |f: Fail| ReplayError::Engine {
+            index,
+            source: f.into(),
+        };
+        let (result, changes) = match self.apply_op(&entry.op, entry.committed_at) {
+            Ok(x) => x,
+            Err(Fail::Errno(errno)) => return Err(ReplayError::Apply { index, errno }),
+            Err(f) => return Err(eng(f)),
+        };
+        let computed = self.merkle(&changes).map_err(eng)?;
+        if computed != entry.root {
+            return Err(ReplayError::RootMismatch {
+                index,
+                expected: entry.root,
+                computed,
+            });
+        }
+        self.append(entry, result, changes);
+        Ok(())
+    }
+
+    /// Writes the batch atomically (durably with `sync`), publishes the new
+    /// applied index and runs listeners. Returns what was applied.
+    pub fn finish(mut self, sync: bool) -> Result<Vec<Applied>, EngineError> {
+        if !self.dirty {
+            return Ok(Vec::new());
+        }
+        let m = &self.meta;
+        let counters: [(&[u8], u64); 5] = [
+            (meta::APPLIED, m.applied),
+            (meta::NEXT_INO, m.next_ino),
+            (meta::LAST_TIME, m.last_time as u64),
+            (meta::NODES, m.nodes),
+            (meta::BYTES, m.bytes),
+        ];
+        for (k, v) in counters {
+            self.txn.put(Space::Meta, k.to_vec(), v.to_be_bytes().to_vec());
+        }
+        self.txn.put(Space::Meta, meta::ROOT.to_vec(), m.root.to_vec());
+        // `root()` has run for every entry, so every branch hash is current.
+        let store = MerkleNodes(&*self.engine.inner.backend);
+        self.w.trie.root(&store).map_err(|e| EngineError::from(merkle_fail(e)))?;
+        for (path, branch) in self.w.trie.take_writes() {
+            match branch {
+                Some(b) => self.txn.put(Space::Merkle, path.to_key(), b.encode()),
+                None => self.txn.delete(Space::Merkle, path.to_key()),
+            }
+        }
+        let fp = &self.engine.inner.failpoints;
+        if fp.hit("batch.before_write") {
+            self.w.trie.reset();
+            return Err(StoreError::Injected("batch.before_write").into());
+        }
+        let items = std::mem::replace(&mut self.txn, Txn::new(&*self.engine.inner.backend)).into_items();
+        if let Err(e) = self.engine.inner.backend.commit(items, sync) {
+            // IMPORTANT: a failed durable write may have left the journal in
+            // an unknown state; refuse further writes until restart.
+            self.engine.inner.poisoned.store(true, Ordering::Release);
+            self.w.trie.reset();
+            tracing::error!(error = %e, "batch write failed; engine poisoned");
+            return Err(e.into());
+        }
+        self.w.meta = self.meta.clone();
+        let applied = std::mem::take(&mut self.applied);
+        self.engine.publish(&self.meta, &applied);
+        Ok(applied)
+    }
+
+    /// Drops the batch without writing; the trie forgets buffered changes.
+    pub fn abandon(self) {
+        drop(self);
+    }
+}
+
+impl Engine {
+    /// Applies committed entries in order (a replica catching up, or a
+    /// golden trace), writing every `batch_size` entries. Stops at the first
+    /// entry that cannot be applied, after making every earlier entry
+    /// durable, and returns its error.
+    pub fn replay<'a>(
+        &self,
+        entries: impl IntoIterator<Item = &'a LogEntry>,
+        batch_size: usize,
+        sync: bool,
+    ) -> Result<u64, ReplayError> {
+        let entries: Vec<&LogEntry> = entries.into_iter().collect();
+        let mut done = 0;
+        for group in entries.chunks(batch_size.max(1)) {
+            let mut b = self.batch().map_err(|source| ReplayError::Engine {
+                index: group[0].index,
+                source,
+            })?;
+            for (i, e) in group.iter().enumerate() {
+                if let Err(err) = b.replay(e) {
+                    b.abandon();
+                    // Re-apply the good prefix (deterministic, so it succeeds
+                    // again) and keep it.
+                    if i > 0 {
+                        let mut b = self.batch().map_err(|source| ReplayError::Engine {
+                            index: e.index,
+                            source,
+                        })?;
+                        for g in &group[..i] {
+                            b.replay(g)?;
+                        }
+                        b.finish(sync).map_err(|source| ReplayError::Engine {
+                            index: e.index,
+                            source,
+                        })?;
+                    }
+                    return Err(err);
+                }
+            }
+            let last = group.last().expect("non-empty group").index;
+            b.finish(sync)
+                .map_err(|source| ReplayError::Engine { index: last, source })?;
+            done += group.len() as u64;
+        }
+        Ok(done)
+    }
+
+    /// Stores chunks for a later replay, verifying each against its hash.
+    /// Returns the hashes that did not verify (they are not stored).
+    pub fn ingest_chunks<'a>(
+        &self,
+        chunks: impl IntoIterator<Item = (Hash, &'a [u8])>,
+    ) -> Result<Vec<Hash>, EngineError> {
+        let mut items = Vec::new();
+        let mut bad = Vec::new();
+        for (h, data) in chunks {
+            if *blake3::hash(data).as_bytes() != h {
+                bad.push(h);
+                continue;
+            }
+            items.push(crate::store::BatchItem {
+                space: Space::Chunks,
+                key: h.to_vec(),
+                value: Some(data.into()),
+            });
+        }
+        if !items.is_empty() {
+            self.backend().commit(items, false)?;
+        }
+        Ok(bad)
+    }
+}

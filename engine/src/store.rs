@@ -1,0 +1,87 @@
+//! The storage seam: the engine talks to an ordered key-value store with
+//! atomic multi-space batches through [`Backend`].
+//!
+//! * [`fjall_backend::FjallBackend`] is the real store (one fjall keyspace
+//!   per [`Space`]).
+//! * [`mem::MemBackend`] keeps "live" and "durable" images apart so tests can
+//!   simulate a crash at any point, and injects write failures.
+
+pub mod fjall_backend;
+pub mod mem;
+
+use std::ops::Bound;
+
+use crate::keys::Space;
+
+/// A stored value (cheap to clone).
+pub type Value = fjall::Slice;
+
+/// A key-value pair from a scan.
+pub type Kv = (Value, Value);
+
+/// Iterator over a key range, in key order.
+pub type KvIter<'a> = Box<dyn Iterator<Item = Result<Kv, StoreError>> + Send + 'a>;
+
+/// A storage failure. Any of these aborts the batch being built; a failed
+/// durable write poisons the store (see [`Backend::commit`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// fjall reported an error.
+    #[error("fjall: {0}")]
+    Fjall(#[from] fjall::Error),
+    /// Plain I/O.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A fault injected by a test.
+    #[error("injected fault: {0}")]
+    Injected(&'static str),
+    /// A previous durable write failed; the store refuses further writes.
+    #[error("store poisoned by an earlier failed write; restart to recover")]
+    Poisoned,
+}
+
+/// One write of a batch: `None` deletes.
+#[derive(Clone, Debug)]
+pub struct BatchItem {
+    /// Partition.
+    pub space: Space,
+    /// Key.
+    pub key: Vec<u8>,
+    /// New value, or `None` to delete.
+    pub value: Option<Value>,
+}
+
+/// An ordered key-value store with atomic batches.
+pub trait Backend: Send + Sync {
+    /// Point read.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Value>, StoreError>;
+
+    /// Whether a key exists (may be cheaper than `get` for large values).
+    fn contains(&self, space: Space, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.get(space, key)?.is_some())
+    }
+
+    /// Scan `[lo, hi)`-style bounds in key order.
+    fn range(&self, space: Space, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> KvIter<'_>;
+
+    /// Applies all items atomically: after a crash either every item or none
+    /// is visible. With `sync`, returns only once the batch (and every batch
+    /// before it) is on stable storage. A failure poisons the store.
+    fn commit(&self, items: Vec<BatchItem>, sync: bool) -> Result<(), StoreError>;
+
+    /// Bytes available to the store on its filesystem, if known.
+    fn free_space(&self) -> Option<u64>;
+
+    /// Bytes the store occupies on disk, if known.
+    fn disk_space(&self) -> Option<u64>;
+}
+
+/// Scans every key starting with `prefix`.
+pub fn scan_prefix<'a>(b: &'a dyn Backend, space: Space, prefix: &[u8]) -> KvIter<'a> {
+    let hi = match crate::keys::prefix_end(prefix) {
+        Some(e) => Bound::Excluded(e),
+        None => Bound::Unbounded,
+    };
+    b.range(space, Bound::Included(prefix.to_vec()), hi)
+}

@@ -1,0 +1,111 @@
+//! The production backend: fjall, one keyspace per space.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+
+use super::{Backend, BatchItem, KvIter, StoreError, Value};
+use crate::keys::Space;
+
+/// Tuning of the fjall store.
+#[derive(Clone, Debug)]
+pub struct FjallOptions {
+    /// Block cache size in bytes (shared by all keyspaces).
+    pub cache_bytes: u64,
+    /// Chunks at least this large are stored in blob files (key-value
+    /// separation) so compactions do not rewrite file contents.
+    pub blob_threshold: u32,
+}
+
+impl Default for FjallOptions {
+    fn default() -> Self {
+        FjallOptions {
+            cache_bytes: 64 << 20,
+            blob_threshold: 4096,
+        }
+    }
+}
+
+/// fjall-backed [`Backend`].
+pub struct FjallBackend {
+    db: Database,
+    spaces: Vec<Keyspace>,
+    path: PathBuf,
+}
+
+impl FjallBackend {
+    /// Opens (or creates) the store in `path`. Fails with
+    /// `fjall::Error::Locked` if another process has it open.
+    pub fn open(path: &Path, opts: &FjallOptions) -> Result<FjallBackend, StoreError> {
+        let db = Database::builder(path)
+            .cache_size(opts.cache_bytes)
+            .open()?;
+        let mut spaces = Vec::with_capacity(Space::ALL.len());
+        for s in Space::ALL {
+            let threshold = opts.blob_threshold;
+            let ks = db.keyspace(s.name(), move || {
+                let o = KeyspaceCreateOptions::default();
+                if s == Space::Chunks {
+                    let mut kv = KvSeparationOptions::default();
+                    kv.separation_threshold = threshold;
+                    o.with_kv_separation(Some(kv))
+                } else {
+                    o
+                }
+            })?;
+            spaces.push(ks);
+        }
+        Ok(FjallBackend {
+            db,
+            spaces,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn ks(&self, s: Space) -> &Keyspace {
+        &self.spaces[s.idx()]
+    }
+}
+
+impl Backend for FjallBackend {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Value>, StoreError> {
+        Ok(self.ks(space).get(key)?)
+    }
+
+    fn contains(&self, space: Space, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.ks(space).contains_key(key)?)
+    }
+
+    fn range(&self, space: Space, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> KvIter<'_> {
+        let it = self.ks(space).range::<Vec<u8>, _>((lo, hi));
+        Box::new(it.map(|g| g.into_inner().map_err(StoreError::from)))
+    }
+
+    fn commit(&self, items: Vec<BatchItem>, sync: bool) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for it in items {
+            let ks = self.ks(it.space);
+            match it.value {
+                Some(v) => batch.insert(ks, it.key, v),
+                None => batch.remove(ks, it.key),
+            }
+        }
+        // IMPORTANT: with SyncData the journal is fdatasync'ed before the
+        // batch becomes visible to readers; acks are sent only after this
+        // returns. fjall poisons the database if the write or sync fails.
+        let mode = sync.then_some(PersistMode::SyncData);
+        batch.durability(mode).commit().map_err(|e| match e {
+            fjall::Error::Poisoned => StoreError::Poisoned,
+            e => StoreError::Fjall(e),
+        })
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        crate::util::free_space(&self.path).ok()
+    }
+
+    fn disk_space(&self) -> Option<u64> {
+        self.db.disk_space().ok()
+    }
+}

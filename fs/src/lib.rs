@@ -1,0 +1,1 @@
+//! hsfs fs layer.

@@ -1,0 +1,32 @@
+//! Merkle update and proof cost on a trie of realistic size.
+use criterion::{Criterion, criterion_group, criterion_main};
+use hsfs_merkle::{MemStore, Trie};
+
+fn h(i: u64) -> [u8; 32] {
+    *blake3::hash(&i.to_le_bytes()).as_bytes()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut store = MemStore::default();
+    let mut t = Trie::default();
+    for i in 0..100_000u64 {
+        t.insert(&store, &h(i), &h(i)).unwrap();
+    }
+    t.root(&store).unwrap();
+    store.apply(t.take_writes());
+    let mut v = 0u64;
+    c.bench_function("merkle/update_one_record_100k", |b| {
+        b.iter(|| {
+            v += 1;
+            t.insert(&store, &h(v % 100_000), &h(v)).unwrap();
+            t.root(&store).unwrap()
+        })
+    });
+    c.bench_function("merkle/prove_100k", |b| {
+        t.root(&store).unwrap();
+        b.iter(|| t.prove(&store, &h(v % 100_000)).unwrap())
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
