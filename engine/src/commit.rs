@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::apply::Fail;
+use crate::chunks::Payload;
 use crate::engine::{Batch, Engine};
 use crate::errno::Errno;
 use crate::keys::{self, Space};
@@ -107,7 +107,7 @@ pub type Done = Box<dyn FnOnce(Result<Ack, Errno>) + Send>;
 
 struct Submission {
     intent: Intent,
-    chunks: Vec<Bytes>,
+    chunks: Payload,
     done: Done,
     bytes: usize,
 }
@@ -170,9 +170,10 @@ impl Committer {
     }
 
     /// Queues an intent; `done` runs on the commit thread once the intent is
-    /// durable (or failed). `chunks` carries the bytes of a write's chunks,
-    /// in order, when the caller has them; they are verified here.
-    pub fn submit(&self, intent: Intent, chunks: Vec<Bytes>, done: Done) {
+    /// durable (or failed). `chunks` carries the bytes of a write's chunks
+    /// when the caller has them (already hashed, see [`Payload`]); without
+    /// them every referenced chunk must already be stored.
+    pub fn submit(&self, intent: Intent, chunks: Payload, done: Done) {
         if self.pending.fetch_add(1, Ordering::AcqRel) >= self.config.max_pending {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -198,7 +199,7 @@ impl Committer {
     }
 
     /// Submits and waits for the outcome.
-    pub fn commit(&self, intent: Intent, chunks: Vec<Bytes>) -> Result<Ack, Errno> {
+    pub fn commit(&self, intent: Intent, chunks: Payload) -> Result<Ack, Errno> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.submit(
             intent,
@@ -402,17 +403,12 @@ impl Pipeline {
         }
         let refs = intent.op.chunks();
         if !sub.chunks.is_empty() {
-            if sub.chunks.len() != refs.len() {
+            if !sub.chunks.matches(refs) {
                 return Ok(Err(Errno::EINVAL));
             }
-            for (r, data) in refs.iter().zip(&sub.chunks) {
-                if data.len() != r.len as usize || *blake3::hash(data).as_bytes() != r.hash {
-                    return Ok(Err(Errno::EINVAL));
-                }
-            }
-            for (r, data) in refs.iter().zip(&sub.chunks) {
-                if !b.has_chunk(&r.hash).map_err(engine_fail)? {
-                    b.put_chunk(r.hash, data.as_ref());
+            for (hash, data) in sub.chunks.pieces() {
+                if !b.has_chunk(hash).map_err(engine_fail)? {
+                    b.put_chunk(*hash, data.as_ref());
                 }
             }
         } else {

@@ -13,6 +13,7 @@
 //! layouts.
 
 pub mod apply;
+pub mod chunks;
 pub mod commit;
 pub mod engine;
 pub mod errno;

@@ -249,6 +249,13 @@ impl Engine {
         Ok(chain)
     }
 
+    /// Inodes kept as orphans (unlinked while open).
+    pub fn orphans(&self) -> Result<Vec<Ino>, EngineError> {
+        scan_prefix(self.backend(), Space::Orphans, &[])
+            .map(|r| Ok(keys::be_u64(&r?.0).unwrap_or(0)))
+            .collect()
+    }
+
     /// Log entries with index in `[from, to]`.
     pub fn log_range(&self, from: u64, to: u64) -> Result<Vec<LogEntry>, EngineError> {
         if from > to {

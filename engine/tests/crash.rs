@@ -56,7 +56,7 @@ fn submit_all(c: &Committer, list: &[Intent]) -> Vec<Result<Ack, Errno>> {
         let tx = tx.clone();
         c.submit(
             it.clone(),
-            Vec::new(),
+            hsfs_engine::chunks::Payload::none(),
             Box::new(move |r| {
                 let _ = tx.send((i, r));
             }),
@@ -178,7 +178,7 @@ fn child_commit_loop() {
             let data = format!("payload {seq}").into_bytes();
             let (chunks, bytes) = chunked(0, &data);
             let (op, bytes) = if seq % 2 == 0 {
-                (Op::Mkdir { parent: ROOT_INO, name: format!("d{seq}").into_bytes(), perm: 0o755, uid: 0, gid: 0 }, Vec::new())
+                (Op::Mkdir { parent: ROOT_INO, name: format!("d{seq}").into_bytes(), perm: 0o755, uid: 0, gid: 0 }, hsfs_engine::chunks::Payload::none())
             } else {
                 (Op::Write { ino: ROOT_INO + 1, at: hsfs_engine::op::WriteAt::Append, chunks }, bytes)
             };
@@ -206,7 +206,7 @@ fn sigkill_during_commits() {
             origin: Origin::default(),
             op: Op::Create { parent: ROOT_INO, name: b"log".to_vec(), kind: hsfs_engine::FileKind::File, perm: 0o644, uid: 0, gid: 0, excl: true, truncate: false },
         };
-        c.commit(it, Vec::new()).unwrap();
+        c.commit(it, hsfs_engine::chunks::Payload::none()).unwrap();
     }
     let exe = std::env::current_exe().unwrap();
     let mut acked: BTreeMap<u64, (u64, String)> = BTreeMap::new();

@@ -382,23 +382,23 @@ fn step(h: &mut H, m: &mut Model, a: &Act) -> (MR, MR) {
     let (op, chunks, data) = match a {
         Act::Create(p, n, excl, trunc) => (
             Op::Create { parent: pick(*p), name: name(*n), kind: FileKind::File, perm: 0o644, uid: 0, gid: 0, excl: *excl, truncate: *trunc },
-            vec![],
+            hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
         Act::Mknod(p, n) => (
             Op::Create { parent: pick(*p), name: name(*n), kind: FileKind::Fifo, perm: 0o644, uid: 0, gid: 0, excl: true, truncate: false },
-            vec![],
+            hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
-        Act::Mkdir(p, n) => (Op::Mkdir { parent: pick(*p), name: name(*n), perm: 0o755, uid: 0, gid: 0 }, vec![], vec![]),
+        Act::Mkdir(p, n) => (Op::Mkdir { parent: pick(*p), name: name(*n), perm: 0o755, uid: 0, gid: 0 }, hsfs_engine::chunks::Payload::none(), vec![]),
         Act::Symlink(p, n) => (
             Op::Symlink { parent: pick(*p), name: name(*n), target: b"target/x".to_vec(), uid: 0, gid: 0 },
-            vec![],
+            hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
-        Act::Link(f, p, n) => (Op::Link { ino: pick(*f), parent: pick(*p), name: name(*n) }, vec![], vec![]),
-        Act::Unlink(p, n) => (Op::Unlink { parent: pick(*p), name: name(*n), keep_orphan: false }, vec![], vec![]),
-        Act::Rmdir(p, n) => (Op::Rmdir { parent: pick(*p), name: name(*n) }, vec![], vec![]),
+        Act::Link(f, p, n) => (Op::Link { ino: pick(*f), parent: pick(*p), name: name(*n) }, hsfs_engine::chunks::Payload::none(), vec![]),
+        Act::Unlink(p, n) => (Op::Unlink { parent: pick(*p), name: name(*n), keep_orphan: false }, hsfs_engine::chunks::Payload::none(), vec![]),
+        Act::Rmdir(p, n) => (Op::Rmdir { parent: pick(*p), name: name(*n) }, hsfs_engine::chunks::Payload::none(), vec![]),
         Act::Rename(p, n, q, k, mode) => (
             Op::Rename {
                 parent: pick(*p),
@@ -408,7 +408,7 @@ fn step(h: &mut H, m: &mut Model, a: &Act) -> (MR, MR) {
                 mode: [RenameMode::Replace, RenameMode::NoReplace, RenameMode::Exchange][*mode as usize],
                 keep_orphan: false,
             },
-            vec![],
+            hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
         Act::Write(f, off, len, seed, append) => {
@@ -419,12 +419,12 @@ fn step(h: &mut H, m: &mut Model, a: &Act) -> (MR, MR) {
         }
         Act::Truncate(f, s) => (
             Op::SetAttr { ino: pick(*f), attr: SetAttr { size: Some(u64::from(*s)), ..SetAttr::default() } },
-            vec![],
+            hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
         Act::Chmod(f, p) => (
             Op::SetAttr { ino: pick(*f), attr: SetAttr { perm: Some(u32::from(*p)), ..SetAttr::default() } },
-            vec![],
+            hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
         Act::SetX(f, x, len, mode) => (
@@ -434,11 +434,11 @@ fn step(h: &mut H, m: &mut Model, a: &Act) -> (MR, MR) {
                 value: bytes(u32::from(*len), 1),
                 mode: [XattrMode::Upsert, XattrMode::Create, XattrMode::Replace][*mode as usize],
             },
-            vec![],
+            hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
-        Act::RmX(f, x) => (Op::RemoveXattr { ino: pick(*f), name: XNAMES[*x].as_bytes().to_vec() }, vec![], vec![]),
-        Act::Missing(k) => (Op::Unlink { parent: 10_000 + u64::from(*k), name: b"a".to_vec(), keep_orphan: false }, vec![], vec![]),
+        Act::RmX(f, x) => (Op::RemoveXattr { ino: pick(*f), name: XNAMES[*x].as_bytes().to_vec() }, hsfs_engine::chunks::Payload::none(), vec![]),
+        Act::Missing(k) => (Op::Unlink { parent: 10_000 + u64::from(*k), name: b"a".to_vec(), keep_orphan: false }, hsfs_engine::chunks::Payload::none(), vec![]),
     };
     let got = h.run_with(op.clone(), chunks);
     let now = got.as_ref().map(|a| a.committed_at).unwrap_or(0);
@@ -566,14 +566,14 @@ proptest! {
         // Writes to the same file must not overlap to commute: keep one per file.
         let mut per_file = BTreeMap::new();
         for w in writes { per_file.entry(w.0).or_insert(w); }
-        let mut actions: Vec<(usize, Op, Vec<bytes::Bytes>)> = Vec::new();
+        let mut actions: Vec<(usize, Op, hsfs_engine::chunks::Payload)> = Vec::new();
         for (&f, &(_, off, len, s)) in &per_file {
             let data = bytes(len, s);
             let (refs, bs) = chunked(u64::from(off), &data);
             actions.push((f, Op::Write { ino: 0, at: WriteAt::Offset(u64::from(off)), chunks: refs }, bs));
         }
         for (&(f, x), &len) in &xattrs {
-            actions.push((f, Op::SetXattr { ino: 0, name: XNAMES[x].as_bytes().to_vec(), value: bytes(u32::from(len), 2), mode: XattrMode::Upsert }, vec![]));
+            actions.push((f, Op::SetXattr { ino: 0, name: XNAMES[x].as_bytes().to_vec(), value: bytes(u32::from(len), 2), mode: XattrMode::Upsert }, hsfs_engine::chunks::Payload::none()));
         }
         let run = |order: &[usize], noise: usize| {
             let mut h = harness();

@@ -385,7 +385,7 @@ fn write_errors() {
     );
     // Payload bytes that do not match the chunk refs are refused.
     assert_eq!(
-        h.run_with(Op::Write { ino: f, at: hsfs_engine::op::WriteAt::Offset(0), chunks: c.clone() }, vec![bytes::Bytes::from_static(b"y")]),
+        h.run_with(Op::Write { ino: f, at: hsfs_engine::op::WriteAt::Offset(0), chunks: c.clone() }, hsfs_engine::chunks::Payload::split(Some(0), b"y").1),
         Err(Errno::EINVAL)
     );
     // A chunk the leader does not have is refused.
@@ -556,9 +556,9 @@ fn duplicate_intent_gets_same_ack() {
         uid: 0,
         gid: 0,
     });
-    let a1 = h.committer.commit(i.clone(), Vec::new()).unwrap();
+    let a1 = h.committer.commit(i.clone(), hsfs_engine::chunks::Payload::none()).unwrap();
     h.tick();
-    let a2 = h.committer.commit(i.clone(), Vec::new()).unwrap();
+    let a2 = h.committer.commit(i.clone(), hsfs_engine::chunks::Payload::none()).unwrap();
     assert_eq!(a1, a2);
     assert_eq!(h.engine.applied_index(), a1.index);
     assert_eq!(h.engine.dedupe(&i.id).unwrap(), Some(a1));
@@ -583,7 +583,7 @@ fn committed_at_strictly_increases_even_if_clock_stalls() {
             gid: 0,
         });
         // No tick: the clock stands still.
-        let a = h.committer.commit(i2, Vec::new()).unwrap();
+        let a = h.committer.commit(i2, hsfs_engine::chunks::Payload::none()).unwrap();
         assert!(a.committed_at > last);
         last = a.committed_at;
     }
@@ -630,7 +630,7 @@ fn eagain_past_pending_bound() {
         origin: Default::default(),
         op: Op::Fsync { ino: R },
     };
-    assert_eq!(c.commit(i, Vec::new()).unwrap_err(), Errno::EAGAIN);
+    assert_eq!(c.commit(i, hsfs_engine::chunks::Payload::none()).unwrap_err(), Errno::EAGAIN);
     assert_eq!(c.stats().rejected.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 

@@ -1,1 +1,14 @@
-//! hsfs fs layer.
+//! The hsfs FUSE layer.
+//!
+//! * [`core::Core`] is the filesystem logic over the engine (reads) and a
+//!   [`committer::Committer`] (mutations), testable without the kernel.
+//! * [`fuse::Fuse`] is the thin fuser adapter.
+//! * [`mount`] mounts a core and keeps the kernel notifier.
+
+pub mod committer;
+pub mod core;
+pub mod fuse;
+pub mod mount;
+
+pub use committer::{Committer, Embedded};
+pub use core::{CacheMode, Core, FsConfig, OpenTable};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
+use hsfs_engine::chunks::Payload;
 use hsfs_engine::commit::{CommitConfig, Committer, ManualClock, NoneOpen, OpenFiles};
 use hsfs_engine::op::{Ack, ChunkRef, Intent, Op, OpResult, Origin, SetAttr, WriteAt};
 use hsfs_engine::store::mem::MemBackend;
@@ -44,24 +44,8 @@ pub fn harness_with(open: Arc<dyn OpenFiles>) -> H {
 }
 
 /// Splits data into chunks at 64 KiB file-offset boundaries.
-pub fn chunked(offset: u64, data: &[u8]) -> (Vec<ChunkRef>, Vec<Bytes>) {
-    let mut refs = Vec::new();
-    let mut bytes = Vec::new();
-    let mut pos = 0usize;
-    let mut off = offset;
-    while pos < data.len() {
-        let room = 65536 - (off % 65536) as usize;
-        let n = room.min(data.len() - pos);
-        let piece = &data[pos..pos + n];
-        refs.push(ChunkRef {
-            hash: *blake3::hash(piece).as_bytes(),
-            len: n as u32,
-        });
-        bytes.push(Bytes::copy_from_slice(piece));
-        pos += n;
-        off += n as u64;
-    }
-    (refs, bytes)
+pub fn chunked(offset: u64, data: &[u8]) -> (Vec<ChunkRef>, Payload) {
+    Payload::split(Some(offset), data)
 }
 
 impl H {
@@ -87,10 +71,10 @@ impl H {
     pub fn run(&mut self, op: Op) -> Result<Ack, Errno> {
         self.tick();
         let i = self.intent(op);
-        self.committer.commit(i, Vec::new())
+        self.committer.commit(i, Payload::none())
     }
 
-    pub fn run_with(&mut self, op: Op, chunks: Vec<Bytes>) -> Result<Ack, Errno> {
+    pub fn run_with(&mut self, op: Op, chunks: Payload) -> Result<Ack, Errno> {
         self.tick();
         let i = self.intent(op);
         self.committer.commit(i, chunks)
@@ -141,7 +125,7 @@ impl H {
     }
 
     pub fn append(&mut self, ino: Ino, data: &[u8]) -> Result<Ack, Errno> {
-        let (chunks, bytes) = chunked(0, data);
+        let (chunks, bytes) = Payload::split(None, data);
         self.run_with(
             Op::Write {
                 ino,

@@ -1,0 +1,171 @@
+//! Mounting a core with fuser, and the kernel notifier behind
+//! [`KernelCache`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter};
+use hsfs_engine::{Ino, ROOT_INO};
+
+use crate::core::{Core, KernelCache};
+use crate::fuse::Fuse;
+
+/// How to mount.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Mount read-only (the kernel refuses writes; the committer too).
+    pub read_only: bool,
+    /// Let other users than the mounting one use the mount (`allow_other`).
+    pub allow_other: bool,
+    /// FUSE request threads.
+    pub threads: usize,
+    /// Name shown in /proc/mounts.
+    pub fsname: String,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            read_only: false,
+            allow_other: false,
+            threads: 4,
+            fsname: "hsfs".into(),
+        }
+    }
+}
+
+struct NotifierCache(Notifier);
+
+impl KernelCache for NotifierCache {
+    fn inval_inode(&self, ino: Ino, offset: i64, len: i64) {
+        if let Err(e) = self.0.inval_inode(INodeNo(ino), offset, len) {
+            tracing::warn!(ino, error = %e, "inval_inode failed");
+        }
+    }
+
+    fn inval_entry(&self, parent: Ino, name: &[u8]) {
+        use std::os::unix::ffi::OsStrExt;
+        if let Err(e) = self.0.inval_entry(INodeNo(parent), std::ffi::OsStr::from_bytes(name)) {
+            tracing::warn!(parent, error = %e, "inval_entry failed");
+        }
+    }
+}
+
+/// A live mount. Dropping it unmounts and waits for the request threads.
+pub struct Mounted {
+    mountpoint: std::path::PathBuf,
+    unmounter: SessionUnmounter,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    ended: crossbeam_channel::Receiver<()>,
+}
+
+impl Mounted {
+    /// Unmounts and waits until every request thread has finished.
+    pub fn unmount(mut self) -> std::io::Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        let Some(t) = self.thread.take() else {
+            return Ok(());
+        };
+        // Already gone (unmounted from outside) is fine.
+        let mut r = if self.ended.try_recv().is_ok() {
+            Ok(())
+        } else {
+            self.unmounter.unmount()
+        };
+        if let Err(e) = &r {
+            // Busy (a process has files open or its cwd inside): detach
+            // lazily so the session ends; the kernel finishes the unmount
+            // when the last user goes.
+            tracing::warn!(error = %e, mountpoint = %self.mountpoint.display(), "unmount failed; detaching lazily");
+            r = detach(&self.mountpoint);
+        }
+        let joined = t.join().unwrap_or_else(|_| Err(std::io::Error::other("FUSE session thread panicked")));
+        r.and(joined)
+    }
+
+    /// Blocks until the filesystem is unmounted (from outside) or `stop`
+    /// receives; returns whether it was unmounted from outside.
+    pub fn wait(&self, stop: &crossbeam_channel::Receiver<()>) -> bool {
+        crossbeam_channel::select! {
+            recv(self.ended) -> _ => true,
+            recv(stop) -> _ => false,
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            tracing::warn!(error = %e, "unmount failed");
+        }
+    }
+}
+
+fn detach(mountpoint: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    // Not root: let fusermount3 detach it.
+    let ok = std::process::Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(mountpoint)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok { Ok(()) } else { Err(e) }
+}
+
+/// Mounts `core` at `mountpoint` and serves it from background threads.
+/// Checks that the kernel accepts invalidation notices (SPEC 3.5) before
+/// returning.
+pub fn mount(core: Arc<Core>, mountpoint: &Path, opts: &MountOptions) -> std::io::Result<Mounted> {
+    let mut cfg = Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(opts.fsname.clone()),
+        MountOption::Subtype("hsfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+    ];
+    if opts.read_only {
+        cfg.mount_options.push(MountOption::RO);
+    }
+    cfg.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    cfg.n_threads = Some(opts.threads.max(1));
+    cfg.clone_fd = opts.threads > 1;
+    let mut session = Session::new(Fuse::new(core.clone()), mountpoint, &cfg)?;
+    let notifier = session.notifier();
+    // The kernel must support invalidation, or cached state could go
+    // stale: refuse to serve otherwise.
+    if let Err(e) = notifier.inval_inode(INodeNo(ROOT_INO), -1, 0) {
+        let _ = session.unmount();
+        return Err(std::io::Error::other(format!(
+            "the kernel refused a FUSE invalidation notice ({e}); hsfs needs notify-invalidation support"
+        )));
+    }
+    core.set_kernel_cache(Arc::new(NotifierCache(notifier)));
+    let unmounter = session.unmount_callable();
+    let (tx, ended) = crossbeam_channel::bounded(1);
+    let thread = std::thread::Builder::new()
+        .name("hsfs-fuse".into())
+        .spawn(move || {
+            let r = session.run();
+            let _ = tx.send(());
+            r
+        })?;
+    Ok(Mounted {
+        mountpoint: mountpoint.to_path_buf(),
+        unmounter,
+        thread: Some(thread),
+        ended,
+    })
+}

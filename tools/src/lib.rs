@@ -1,0 +1,24 @@
+//! Shared pieces of the hsfs command-line tools.
+
+pub mod checks;
+pub mod control;
+pub mod report;
+pub mod serve;
+
+use std::path::Path;
+
+/// Initializes logging to stderr from `RUST_LOG` (default: info for hsfs
+/// crates, warnings for the rest).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,hsfs=info,hsfs_fs=info,hsfs_engine=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Absolute form of a path (without resolving symlinks).
+pub fn absolute(p: &Path) -> std::path::PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
