@@ -130,7 +130,10 @@ impl<'t, 'b> State<'t, 'b> {
     }
 
     fn dirent(&self, parent: Ino, name: &[u8]) -> Result<Option<(Ino, FileKind)>, Fail> {
-        match self.txn.get(Space::Dirents, &keys::dirent_key(parent, name))? {
+        match self
+            .txn
+            .get(Space::Dirents, &keys::dirent_key(parent, name))?
+        {
             Some(v) => Ok(Some(records::decode_dirent(&v)?)),
             None => Ok(None),
         }
@@ -143,8 +146,11 @@ impl<'t, 'b> State<'t, 'b> {
             keys::dirent_key(parent.ino, name),
             records::encode_dirent(child, kind).to_vec(),
         );
-        self.txn
-            .put(Space::Links, keys::link_key(child, parent.ino, name), Vec::new());
+        self.txn.put(
+            Space::Links,
+            keys::link_key(child, parent.ino, name),
+            Vec::new(),
+        );
         parent.entries += 1;
         parent.size = DIR_BASE_SIZE + DIR_ENTRY_SIZE * parent.entries;
         parent.mtime = self.now;
@@ -230,9 +236,11 @@ impl<'t, 'b> State<'t, 'b> {
     fn flush(&mut self) {
         for (ino, n) in std::mem::take(&mut self.nodes) {
             match n {
-                Some(n) => self
-                    .txn
-                    .put(Space::Nodes, keys::ino_key(ino).to_vec(), records::encode_node(&n)),
+                Some(n) => self.txn.put(
+                    Space::Nodes,
+                    keys::ino_key(ino).to_vec(),
+                    records::encode_node(&n),
+                ),
                 None => self.txn.delete(Space::Nodes, keys::ino_key(ino).to_vec()),
             }
         }

@@ -321,7 +321,11 @@ impl Pipeline {
         if let Some(free) = self.engine.backend().free_space()
             && free < self.config.reserve_bytes + 2 * bytes as u64
         {
-            tracing::warn!(free, reserve = self.config.reserve_bytes, "store filesystem full: refusing commits");
+            tracing::warn!(
+                free,
+                reserve = self.config.reserve_bytes,
+                "store filesystem full: refusing commits"
+            );
             return Self::fail_all(batch, Errno::ENOSPC);
         }
         let engine = self.engine.clone();
@@ -350,7 +354,10 @@ impl Pipeline {
                     tracing::error!(error = %fatal, "batch abandoned");
                     replies.push((sub.done, Err(Errno::EIO)));
                     drop(b);
-                    return replies.into_iter().map(|(d, _)| (d, Err(Errno::EIO))).collect();
+                    return replies
+                        .into_iter()
+                        .map(|(d, _)| (d, Err(Errno::EIO)))
+                        .collect();
                 }
             }
             if fp.hit("commit.after_apply") {
@@ -443,7 +450,10 @@ fn engine_fail(e: crate::engine::EngineError) -> Fail {
 /// node losing its last link is kept as an orphan because it is open.
 fn resolve(b: &Batch<'_>, op: &Op, open: &dyn OpenFiles) -> Result<Op, Fail> {
     let target = |parent: Ino, name: &[u8]| -> Result<Option<Ino>, Fail> {
-        match b.txn().get(Space::Dirents, &keys::dirent_key(parent, name))? {
+        match b
+            .txn()
+            .get(Space::Dirents, &keys::dirent_key(parent, name))?
+        {
             Some(v) => Ok(Some(records::decode_dirent(&v)?.0)),
             None => Ok(None),
         }

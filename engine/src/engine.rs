@@ -116,7 +116,11 @@ pub enum ReplayError {
         errno: Errno,
     },
     /// The computed root differs from the entry's root: divergence.
-    #[error("log index {index}: merkle root mismatch (entry {} computed {})", hex::encode(expected), hex::encode(computed))]
+    #[error(
+        "log index {index}: merkle root mismatch (entry {} computed {})",
+        hex::encode(expected),
+        hex::encode(computed)
+    )]
     RootMismatch {
         /// Entry.
         index: u64,
@@ -273,7 +277,9 @@ fn load_meta(b: &dyn Backend) -> Result<Option<(WorkspaceId, Meta)>, EngineError
     );
     let format = read_u64(b, meta::FORMAT)?;
     if format != Some(u64::from(crate::statedir::FORMAT_VERSION)) {
-        return Err(EngineError::Corrupt(format!("unsupported store format {format:?}")));
+        return Err(EngineError::Corrupt(format!(
+            "unsupported store format {format:?}"
+        )));
     }
     let mut m = Meta::empty();
     m.applied = read_u64(b, meta::APPLIED)?.unwrap_or(0);
@@ -315,7 +321,11 @@ impl Engine {
 
     /// Creates an empty state directory for a workspace: no log entry yet,
     /// ready to replay the leader's log from index 1.
-    pub fn create_dir(path: &Path, workspace: WorkspaceId, opts: &EngineOptions) -> Result<Engine, EngineError> {
+    pub fn create_dir(
+        path: &Path,
+        workspace: WorkspaceId,
+        opts: &EngineOptions,
+    ) -> Result<Engine, EngineError> {
         let dir = StateDir::create(path, workspace)?;
         let backend = Arc::new(FjallBackend::open(&dir.db_path(), &opts.fjall)?);
         Self::create(backend, Some(dir), workspace)
@@ -334,7 +344,11 @@ impl Engine {
             crate::store::BatchItem {
                 space: Space::Meta,
                 key: meta::FORMAT.to_vec(),
-                value: Some(u64::from(crate::statedir::FORMAT_VERSION).to_be_bytes().into()),
+                value: Some(
+                    u64::from(crate::statedir::FORMAT_VERSION)
+                        .to_be_bytes()
+                        .into(),
+                ),
             },
             crate::store::BatchItem {
                 space: Space::Meta,
@@ -593,10 +607,20 @@ impl<'e> Batch<'e> {
 
     /// Applies one op in the transaction; on failure the op is rolled back
     /// (including the counters) and the batch can continue.
-    fn apply_op(&mut self, op: &Op, now: Nanos) -> Result<(OpResult, Vec<crate::txn::Change>), Fail> {
+    fn apply_op(
+        &mut self,
+        op: &Op,
+        now: Nanos,
+    ) -> Result<(OpResult, Vec<crate::txn::Change>), Fail> {
         let saved = self.meta.clone();
         self.txn.begin_op();
-        match apply::apply(&mut self.txn, self.engine.inner.workspace, &mut self.meta, op, now) {
+        match apply::apply(
+            &mut self.txn,
+            self.engine.inner.workspace,
+            &mut self.meta,
+            op,
+            now,
+        ) {
             Ok(r) => Ok((r, self.txn.finish_op())),
             Err(e) => {
                 self.txn.rollback_op();
@@ -625,7 +649,12 @@ impl<'e> Batch<'e> {
         self.w.trie.root(&store).map_err(merkle_fail)
     }
 
-    fn append(&mut self, entry: &LogEntry, result: OpResult, changes: Vec<crate::txn::Change>) -> Ack {
+    fn append(
+        &mut self,
+        entry: &LogEntry,
+        result: OpResult,
+        changes: Vec<crate::txn::Change>,
+    ) -> Ack {
         let ack = Ack {
             index: entry.index,
             op_id: entry.op_id,
@@ -633,10 +662,16 @@ impl<'e> Batch<'e> {
             root: entry.root,
             result,
         };
-        self.txn
-            .put(Space::Log, entry.index.to_be_bytes().to_vec(), entry.encode());
-        self.txn
-            .put(Space::Dedupe, keys::dedupe_key(&entry.intent).to_vec(), ack.encode());
+        self.txn.put(
+            Space::Log,
+            entry.index.to_be_bytes().to_vec(),
+            entry.encode(),
+        );
+        self.txn.put(
+            Space::Dedupe,
+            keys::dedupe_key(&entry.intent).to_vec(),
+            ack.encode(),
+        );
         self.meta.applied = entry.index;
         self.meta.last_time = entry.committed_at;
         self.meta.root = entry.root;
@@ -657,7 +692,10 @@ impl<'e> Batch<'e> {
     /// at the current index without a log entry. Callers check
     /// [`Batch::dedupe`] first.
     pub fn commit_intent(&mut self, intent: &Intent, committed_at: Nanos) -> Result<Ack, Fail> {
-        assert!(committed_at > self.meta.last_time, "committed_at must increase");
+        assert!(
+            committed_at > self.meta.last_time,
+            "committed_at must increase"
+        );
         let (result, changes) = self.apply_op(&intent.op, committed_at)?;
         if changes.is_empty() && !matches!(intent.op, Op::Genesis { .. }) {
             return Ok(Ack {
@@ -749,12 +787,17 @@ impl<'e> Batch<'e> {
             (meta::BYTES, m.bytes),
         ];
         for (k, v) in counters {
-            self.txn.put(Space::Meta, k.to_vec(), v.to_be_bytes().to_vec());
+            self.txn
+                .put(Space::Meta, k.to_vec(), v.to_be_bytes().to_vec());
         }
-        self.txn.put(Space::Meta, meta::ROOT.to_vec(), m.root.to_vec());
+        self.txn
+            .put(Space::Meta, meta::ROOT.to_vec(), m.root.to_vec());
         // `root()` has run for every entry, so every branch hash is current.
         let store = MerkleNodes(&*self.engine.inner.backend);
-        self.w.trie.root(&store).map_err(|e| EngineError::from(merkle_fail(e)))?;
+        self.w
+            .trie
+            .root(&store)
+            .map_err(|e| EngineError::from(merkle_fail(e)))?;
         for (path, branch) in self.w.trie.take_writes() {
             match branch {
                 Some(b) => self.txn.put(Space::Merkle, path.to_key(), b.encode()),
@@ -766,7 +809,8 @@ impl<'e> Batch<'e> {
             self.w.trie.reset();
             return Err(StoreError::Injected("batch.before_write").into());
         }
-        let items = std::mem::replace(&mut self.txn, Txn::new(&*self.engine.inner.backend)).into_items();
+        let items =
+            std::mem::replace(&mut self.txn, Txn::new(&*self.engine.inner.backend)).into_items();
         if let Err(e) = self.engine.inner.backend.commit(items, sync) {
             // IMPORTANT: a failed durable write may have left the journal in
             // an unknown state; refuse further writes until restart.
@@ -827,8 +871,10 @@ impl Engine {
                 }
             }
             let last = group.last().expect("non-empty group").index;
-            b.finish(sync)
-                .map_err(|source| ReplayError::Engine { index: last, source })?;
+            b.finish(sync).map_err(|source| ReplayError::Engine {
+                index: last,
+                source,
+            })?;
             done += group.len() as u64;
         }
         Ok(done)

@@ -117,10 +117,11 @@ impl Checker {
     }
 
     fn hashed(&mut self, space: Space, key: &[u8], value: &[u8]) {
-        self.merkle_items
-            .push((keys::record_key_hash(space, key), keys::record_value_hash(value)));
+        self.merkle_items.push((
+            keys::record_key_hash(space, key),
+            keys::record_value_hash(value),
+        ));
     }
-
 }
 
 fn scan(
@@ -152,15 +153,30 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
         c.report.stats.chunk_bytes += v.len() as u64;
         progress("chunks", c.report.stats.chunks);
         let Ok(h) = <Hash>::try_from(k.as_ref()) else {
-            c.problem("chunk-key", Space::Chunks, &k, "key is not a 32-byte hash".into());
+            c.problem(
+                "chunk-key",
+                Space::Chunks,
+                &k,
+                "key is not a 32-byte hash".into(),
+            );
             continue;
         };
         if *blake3::hash(&v).as_bytes() != h {
-            c.problem("chunk-corrupt", Space::Chunks, &k, "content does not match its BLAKE3 hash".into());
+            c.problem(
+                "chunk-corrupt",
+                Space::Chunks,
+                &k,
+                "content does not match its BLAKE3 hash".into(),
+            );
             continue;
         }
         if v.is_empty() || v.len() > crate::types::CHUNK_MAX {
-            c.problem("chunk-size", Space::Chunks, &k, format!("chunk of {} bytes", v.len()));
+            c.problem(
+                "chunk-size",
+                Space::Chunks,
+                &k,
+                format!("chunk of {} bytes", v.len()),
+            );
         }
         chunk_len.insert(h, v.len() as u32);
     }
@@ -174,7 +190,12 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
         c.report.stats.nodes += 1;
         progress("nodes", c.report.stats.nodes);
         let Some(ino) = be_u64(&k).filter(|_| k.len() == 8) else {
-            c.problem("node-key", Space::Nodes, &k, "key is not an inode number".into());
+            c.problem(
+                "node-key",
+                Space::Nodes,
+                &k,
+                "key is not an inode number".into(),
+            );
             continue;
         };
         let n = match records::decode_node(ino, &v) {
@@ -186,16 +207,32 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
         };
         max_ino = max_ino.max(ino);
         if n.id != crate::types::NodeId::derive(&engine.workspace(), ino) {
-            c.problem("node-id", Space::Nodes, &k, "node id does not derive from the inode number".into());
+            c.problem(
+                "node-id",
+                Space::Nodes,
+                &k,
+                "node id does not derive from the inode number".into(),
+            );
         }
         match n.kind {
             FileKind::Symlink if n.target.is_empty() || n.size != n.target.len() as u64 => {
-                c.problem("node-symlink", Space::Nodes, &k, "symlink size differs from its target".into());
+                c.problem(
+                    "node-symlink",
+                    Space::Nodes,
+                    &k,
+                    "symlink size differs from its target".into(),
+                );
             }
             FileKind::Dir
-                if n.size != crate::apply::DIR_BASE_SIZE + crate::apply::DIR_ENTRY_SIZE * n.entries =>
+                if n.size
+                    != crate::apply::DIR_BASE_SIZE + crate::apply::DIR_ENTRY_SIZE * n.entries =>
             {
-                c.problem("node-dirsize", Space::Nodes, &k, "directory size disagrees with its entries".into());
+                c.problem(
+                    "node-dirsize",
+                    Space::Nodes,
+                    &k,
+                    "directory size disagrees with its entries".into(),
+                );
             }
             _ => {}
         }
@@ -220,7 +257,10 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
             "meta-next-ino",
             Space::Meta,
             keys::meta::NEXT_INO,
-            format!("next inode number {} is not above the largest inode {max_ino}", meta.next_ino),
+            format!(
+                "next inode number {} is not above the largest inode {max_ino}",
+                meta.next_ino
+            ),
         );
     }
     if meta.nodes != c.report.stats.nodes {
@@ -228,10 +268,17 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
             "meta-node-count",
             Space::Meta,
             keys::meta::NODES,
-            format!("node count {} but {} node records", meta.nodes, c.report.stats.nodes),
+            format!(
+                "node count {} but {} node records",
+                meta.nodes, c.report.stats.nodes
+            ),
         );
     }
-    let bytes: u64 = nodes.values().filter(|n| n.kind == FileKind::File).map(|n| n.size).sum();
+    let bytes: u64 = nodes
+        .values()
+        .filter(|n| n.kind == FileKind::File)
+        .map(|n| n.size)
+        .sum();
     if meta.bytes != bytes {
         c.problem(
             "meta-bytes",
@@ -253,7 +300,12 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
         };
         let name = &k[8..];
         if let Err(e) = check_name(name) {
-            c.problem("dirent-name", Space::Dirents, &k, format!("invalid name ({e})"));
+            c.problem(
+                "dirent-name",
+                Space::Dirents,
+                &k,
+                format!("invalid name ({e})"),
+            );
         }
         let (child, kind) = match records::decode_dirent(&v) {
             Ok(x) => x,
@@ -269,29 +321,67 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
                     p.subdirs += 1;
                 }
             }
-            Some(_) => c.problem("dirent-parent", Space::Dirents, &k, format!("parent {parent} is not a directory")),
-            None => c.problem("dirent-parent", Space::Dirents, &k, format!("parent {parent} does not exist")),
+            Some(_) => c.problem(
+                "dirent-parent",
+                Space::Dirents,
+                &k,
+                format!("parent {parent} is not a directory"),
+            ),
+            None => c.problem(
+                "dirent-parent",
+                Space::Dirents,
+                &k,
+                format!("parent {parent} does not exist"),
+            ),
         }
         match nodes.get_mut(&child) {
-            None => c.problem("dirent-dangling", Space::Dirents, &k, format!("points at missing inode {child}")),
+            None => c.problem(
+                "dirent-dangling",
+                Space::Dirents,
+                &k,
+                format!("points at missing inode {child}"),
+            ),
             Some(n) => {
                 n.names += 1;
                 if n.kind != kind {
-                    c.problem("dirent-kind", Space::Dirents, &k, format!("says {kind:?}, inode {child} is {:?}", n.kind));
+                    c.problem(
+                        "dirent-kind",
+                        Space::Dirents,
+                        &k,
+                        format!("says {kind:?}, inode {child} is {:?}", n.kind),
+                    );
                 }
                 if n.kind == FileKind::Dir {
                     if n.named_in.is_some() {
-                        c.problem("dir-hardlink", Space::Dirents, &k, format!("directory {child} has several names"));
+                        c.problem(
+                            "dir-hardlink",
+                            Space::Dirents,
+                            &k,
+                            format!("directory {child} has several names"),
+                        );
                     }
                     n.named_in = Some(parent);
                     if n.parent != parent {
-                        c.problem("dir-parent", Space::Nodes, &keys::ino_key(child), format!("parent pointer {} but named in {parent}", n.parent));
+                        c.problem(
+                            "dir-parent",
+                            Space::Nodes,
+                            &keys::ino_key(child),
+                            format!("parent pointer {} but named in {parent}", n.parent),
+                        );
                     }
                 }
             }
         }
-        if !engine.backend().contains(Space::Links, &keys::link_key(child, parent, name))? {
-            c.problem("link-missing", Space::Dirents, &k, "no reverse link record".into());
+        if !engine
+            .backend()
+            .contains(Space::Links, &keys::link_key(child, parent, name))?
+        {
+            c.problem(
+                "link-missing",
+                Space::Dirents,
+                &k,
+                "no reverse link record".into(),
+            );
         }
     }
     let mut links = 0u64;
@@ -309,7 +399,12 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
             .and_then(|v| records::decode_dirent(&v).ok())
             .is_some_and(|(c, _)| c == ino);
         if !ok {
-            c.problem("link-stale", Space::Links, &k, "reverse link without a matching entry".into());
+            c.problem(
+                "link-stale",
+                Space::Links,
+                &k,
+                "reverse link without a matching entry".into(),
+            );
         }
     }
     let _ = links;
@@ -321,8 +416,18 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
         let ino = be_u64(&k).unwrap_or(0);
         match nodes.get_mut(&ino) {
             Some(n) if n.nlink == 0 => n.orphan = true,
-            Some(_) => c.problem("orphan-linked", Space::Orphans, &k, "orphan record on a linked node".into()),
-            None => c.problem("orphan-dangling", Space::Orphans, &k, "orphan record without a node".into()),
+            Some(_) => c.problem(
+                "orphan-linked",
+                Space::Orphans,
+                &k,
+                "orphan record on a linked node".into(),
+            ),
+            None => c.problem(
+                "orphan-dangling",
+                Space::Orphans,
+                &k,
+                "orphan record without a node".into(),
+            ),
         }
     }
 
@@ -335,13 +440,25 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
             _ => n.names as u32,
         };
         if n.nlink != expected && !(ino == ROOT_INO && n.nlink == expected) {
-            problems.push(("nlink-mismatch", key, format!("nlink {} but {expected} by the entries", n.nlink)));
+            problems.push((
+                "nlink-mismatch",
+                key,
+                format!("nlink {} but {expected} by the entries", n.nlink),
+            ));
         }
         if n.kind == FileKind::Dir && n.entries != n.children {
-            problems.push(("entries-mismatch", key, format!("entry count {} but {} entries", n.entries, n.children)));
+            problems.push((
+                "entries-mismatch",
+                key,
+                format!("entry count {} but {} entries", n.entries, n.children),
+            ));
         }
         if ino != ROOT_INO && n.names == 0 && !n.orphan {
-            problems.push(("orphan-unrecorded", key, "node is unreachable and has no orphan record".to_string()));
+            problems.push((
+                "orphan-unrecorded",
+                key,
+                "node is unreachable and has no orphan record".to_string(),
+            ));
         }
         if n.kind == FileKind::Dir {
             // Walk up to the root; more steps than nodes means a cycle.
@@ -351,15 +468,26 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
                 match nodes.get(&cur) {
                     Some(d) if steps <= nodes.len() => cur = d.parent,
                     _ => {
-                        problems.push(("cycle", key, "directory does not lead to the root".to_string()));
+                        problems.push((
+                            "cycle",
+                            key,
+                            "directory does not lead to the root".to_string(),
+                        ));
                         break;
                     }
                 }
             }
         }
     }
-    if !nodes.get(&ROOT_INO).is_some_and(|r| r.kind == FileKind::Dir && r.parent == ROOT_INO) {
-        problems.push(("root", keys::ino_key(ROOT_INO), "root directory missing or malformed".to_string()));
+    if !nodes
+        .get(&ROOT_INO)
+        .is_some_and(|r| r.kind == FileKind::Dir && r.parent == ROOT_INO)
+    {
+        problems.push((
+            "root",
+            keys::ino_key(ROOT_INO),
+            "root directory missing or malformed".to_string(),
+        ));
     }
     for (kind, key, msg) in problems {
         c.problem(kind, Space::Nodes, &key, msg);
@@ -383,15 +511,35 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
         match nodes.get(&ino) {
             Some(n) if n.kind == FileKind::File => {
                 if e.end > n.size {
-                    c.problem("extent-past-eof", Space::Extents, &k, format!("ends at {} past size {}", e.end, n.size));
+                    c.problem(
+                        "extent-past-eof",
+                        Space::Extents,
+                        &k,
+                        format!("ends at {} past size {}", e.end, n.size),
+                    );
                 }
             }
-            _ => c.problem("extent-owner", Space::Extents, &k, format!("inode {ino} is not a regular file")),
+            _ => c.problem(
+                "extent-owner",
+                Space::Extents,
+                &k,
+                format!("inode {ino} is not a regular file"),
+            ),
         }
         match chunk_len.get(&e.hash) {
-            None => c.problem("chunk-missing", Space::Extents, &k, format!("chunk {} missing or corrupt", hex::encode(e.hash))),
+            None => c.problem(
+                "chunk-missing",
+                Space::Extents,
+                &k,
+                format!("chunk {} missing or corrupt", hex::encode(e.hash)),
+            ),
             Some(&len) if u64::from(e.chunk_off) + e.len() > u64::from(len) => {
-                c.problem("extent-overrun", Space::Extents, &k, format!("reads past the end of a {len}-byte chunk"));
+                c.problem(
+                    "extent-overrun",
+                    Space::Extents,
+                    &k,
+                    format!("reads past the end of a {len}-byte chunk"),
+                );
             }
             Some(_) => {}
         }
@@ -399,9 +547,19 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
             && pino == ino
         {
             if e.start < p.end {
-                c.problem("extent-overlap", Space::Extents, &k, format!("starts at {} before the previous end {}", e.start, p.end));
+                c.problem(
+                    "extent-overlap",
+                    Space::Extents,
+                    &k,
+                    format!("starts at {} before the previous end {}", e.start, p.end),
+                );
             } else if p.mergeable(&e) {
-                c.problem("extent-unnormalized", Space::Extents, &k, "should be merged with the previous extent".into());
+                c.problem(
+                    "extent-unnormalized",
+                    Space::Extents,
+                    &k,
+                    "should be merged with the previous extent".into(),
+                );
             }
         }
         prev = Some((ino, e));
@@ -416,16 +574,32 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
         let ino = be_u64(&k).unwrap_or(0);
         let name = k.get(8..).unwrap_or_default();
         if !nodes.contains_key(&ino) {
-            c.problem("xattr-owner", Space::Xattrs, &k, format!("inode {ino} does not exist"));
+            c.problem(
+                "xattr-owner",
+                Space::Xattrs,
+                &k,
+                format!("inode {ino} does not exist"),
+            );
         }
-        if name.is_empty() || name.len() > crate::types::XATTR_NAME_MAX || v.len() > XATTR_VALUE_MAX {
-            c.problem("xattr-limits", Space::Xattrs, &k, "name or value outside the limits".into());
+        if name.is_empty() || name.len() > crate::types::XATTR_NAME_MAX || v.len() > XATTR_VALUE_MAX
+        {
+            c.problem(
+                "xattr-limits",
+                Space::Xattrs,
+                &k,
+                "name or value outside the limits".into(),
+            );
         }
         *xtotal.entry(ino).or_default() += name.len() + v.len();
     }
     for (ino, t) in xtotal {
         if t > XATTR_TOTAL_MAX {
-            c.problem("xattr-total", Space::Xattrs, &keys::ino_key(ino), format!("{t} bytes of xattrs"));
+            c.problem(
+                "xattr-total",
+                Space::Xattrs,
+                &keys::ino_key(ino),
+                format!("{t} bytes of xattrs"),
+            );
         }
     }
 
@@ -444,17 +618,37 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
             }
         };
         if be_u64(&k) != Some(e.index) || k.len() != 8 {
-            c.problem("log-key", Space::Log, &k, format!("entry {} stored under another key", e.index));
+            c.problem(
+                "log-key",
+                Space::Log,
+                &k,
+                format!("entry {} stored under another key", e.index),
+            );
         }
         if let Some(p) = &last {
             if e.index != p.index + 1 {
-                c.problem("log-gap", Space::Log, &k, format!("index {} follows {}", e.index, p.index));
+                c.problem(
+                    "log-gap",
+                    Space::Log,
+                    &k,
+                    format!("index {} follows {}", e.index, p.index),
+                );
             }
             if e.committed_at <= p.committed_at {
-                c.problem("log-time", Space::Log, &k, "committed_at does not increase".into());
+                c.problem(
+                    "log-time",
+                    Space::Log,
+                    &k,
+                    "committed_at does not increase".into(),
+                );
             }
         } else if e.index != 1 {
-            c.problem("log-gap", Space::Log, &k, format!("log starts at {}", e.index));
+            c.problem(
+                "log-gap",
+                Space::Log,
+                &k,
+                format!("log starts at {}", e.index),
+            );
         }
         log_ops.insert(e.index, (e.op_id, e.intent, e.root));
         last = Some(e);
@@ -462,14 +656,32 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
     match &last {
         Some(e) => {
             if e.index != meta.applied {
-                c.problem("log-end", Space::Meta, keys::meta::APPLIED, format!("applied index {} but the log ends at {}", meta.applied, e.index));
+                c.problem(
+                    "log-end",
+                    Space::Meta,
+                    keys::meta::APPLIED,
+                    format!(
+                        "applied index {} but the log ends at {}",
+                        meta.applied, e.index
+                    ),
+                );
             }
             if e.root != meta.root {
-                c.problem("log-root", Space::Log, &e.index.to_be_bytes(), "last entry's root differs from the stored root".into());
+                c.problem(
+                    "log-root",
+                    Space::Log,
+                    &e.index.to_be_bytes(),
+                    "last entry's root differs from the stored root".into(),
+                );
             }
         }
         None if meta.applied != 0 => {
-            c.problem("log-end", Space::Meta, keys::meta::APPLIED, "applied index set but the log is empty".into());
+            c.problem(
+                "log-end",
+                Space::Meta,
+                keys::meta::APPLIED,
+                "applied index set but the log is empty".into(),
+            );
         }
         None => {}
     }
@@ -483,11 +695,20 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
                 continue;
             }
         };
-        let ok = log_ops.get(&ack.index).is_some_and(|(op_id, intent, root)| {
-            *op_id == ack.op_id && keys::dedupe_key(intent).as_slice() == k.as_ref() && *root == ack.root
-        });
+        let ok = log_ops
+            .get(&ack.index)
+            .is_some_and(|(op_id, intent, root)| {
+                *op_id == ack.op_id
+                    && keys::dedupe_key(intent).as_slice() == k.as_ref()
+                    && *root == ack.root
+            });
         if !ok {
-            c.problem("dedupe-invalid", Space::Dedupe, &k, format!("ack for index {} matches no log entry", ack.index));
+            c.problem(
+                "dedupe-invalid",
+                Space::Dedupe,
+                &k,
+                format!("ack for index {} matches no log entry", ack.index),
+            );
         }
     }
 
@@ -498,7 +719,12 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
     let computed = root_from_sorted(&items);
     c.report.stats.root_computed = hex::encode(computed);
     if computed != meta.root {
-        c.problem("merkle-root", Space::Meta, keys::meta::ROOT, "stored root differs from the root of the records".into());
+        c.problem(
+            "merkle-root",
+            Space::Meta,
+            keys::meta::ROOT,
+            "stored root differs from the root of the records".into(),
+        );
     }
     let canonical = branches_from_sorted(&items);
     drop(items);
@@ -508,7 +734,11 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
         let (k, v) = r?;
         c.report.stats.merkle_branches += 1;
         let Some(path) = NodePath::from_key(&k) else {
-            merkle_problems.push(("merkle-node", k.to_vec(), "undecodable position".to_string()));
+            merkle_problems.push((
+                "merkle-node",
+                k.to_vec(),
+                "undecodable position".to_string(),
+            ));
             continue;
         };
         while let Some((p, _)) = want.peek()
@@ -520,11 +750,19 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
         match want.peek() {
             Some((p, b)) if *p == path => {
                 if Branch::decode(&v).as_ref() != Ok(b) {
-                    merkle_problems.push(("merkle-node", k.to_vec(), "stale or corrupt branch".to_string()));
+                    merkle_problems.push((
+                        "merkle-node",
+                        k.to_vec(),
+                        "stale or corrupt branch".to_string(),
+                    ));
                 }
                 want.next();
             }
-            _ => merkle_problems.push(("merkle-node", k.to_vec(), "branch not in the canonical trie".to_string())),
+            _ => merkle_problems.push((
+                "merkle-node",
+                k.to_vec(),
+                "branch not in the canonical trie".to_string(),
+            )),
         }
     }
     for (p, _) in want {
@@ -612,7 +850,8 @@ pub fn verify_path_proof(p: &PathProof, root: &Hash) -> Result<(), String> {
     let mut expect_parent = ROOT_INO;
     for (i, r) in p.records.iter().enumerate() {
         let (space, key, value) = &r.raw;
-        if r.proof.key != keys::record_key_hash(*space, key) || r.proof.terminal != Terminal::Found {
+        if r.proof.key != keys::record_key_hash(*space, key) || r.proof.terminal != Terminal::Found
+        {
             return Err(format!("record {i}: proof is not for this record"));
         }
         r.proof
@@ -620,7 +859,9 @@ pub fn verify_path_proof(p: &PathProof, root: &Hash) -> Result<(), String> {
             .map_err(|e| format!("record {i}: {e}"))?;
         let owner = be_u64(key).ok_or("short key")?;
         if owner != expect_parent {
-            return Err(format!("record {i}: belongs to inode {owner}, expected {expect_parent}"));
+            return Err(format!(
+                "record {i}: belongs to inode {owner}, expected {expect_parent}"
+            ));
         }
         if *space == Space::Dirents {
             expect_parent = records::decode_dirent(value).map_err(|e| e.to_string())?.0;

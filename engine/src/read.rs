@@ -55,7 +55,10 @@ impl Engine {
         if name.len() > crate::types::NAME_MAX {
             return Err(EngineError::Errno(Errno::ENAMETOOLONG));
         }
-        match self.backend().get(Space::Dirents, &keys::dirent_key(parent, name))? {
+        match self
+            .backend()
+            .get(Space::Dirents, &keys::dirent_key(parent, name))?
+        {
             Some(v) => {
                 let (ino, _) =
                     records::decode_dirent(&v).map_err(|e| EngineError::Corrupt(e.to_string()))?;
@@ -122,7 +125,8 @@ impl Engine {
         let hi = keys::prefix_end(&keys::ino_key(ino)).map_or(Bound::Unbounded, Bound::Excluded);
         for r in self.backend().range(Space::Extents, lo, hi) {
             let (k, v) = r?;
-            let e = records::decode_extent(&k, &v).map_err(|e| EngineError::Corrupt(e.to_string()))?;
+            let e =
+                records::decode_extent(&k, &v).map_err(|e| EngineError::Corrupt(e.to_string()))?;
             if e.start >= end {
                 break;
             }
@@ -233,7 +237,10 @@ impl Engine {
     /// symlinks; returns the inode chain from the root.
     pub fn resolve(&self, path: &[u8]) -> Result<Vec<(Ino, Vec<u8>)>, EngineError> {
         let mut chain = vec![(ROOT_INO, Vec::new())];
-        for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".") {
+        for comp in path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+        {
             let cur = chain.last().expect("root").0;
             if comp == b".." {
                 let n = self.getattr(cur)?;

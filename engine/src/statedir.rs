@@ -29,7 +29,9 @@ pub enum StateDirError {
     #[error("{0}: not an hsfs state directory (no FORMAT file)")]
     NotAStateDir(PathBuf),
     /// A different or unreadable format.
-    #[error("{path}: unsupported state format {found:?} (this build reads format {FORMAT_VERSION})")]
+    #[error(
+        "{path}: unsupported state format {found:?} (this build reads format {FORMAT_VERSION})"
+    )]
     UnknownFormat {
         /// The directory.
         path: PathBuf,
@@ -160,7 +162,10 @@ impl StateDir {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut s = String::new();
-                let pid = f.read_to_string(&mut s).ok().and_then(|_| s.trim().parse().ok());
+                let pid = f
+                    .read_to_string(&mut s)
+                    .ok()
+                    .and_then(|_| s.trim().parse().ok());
                 return Err(StateDirError::Locked {
                     path: path.to_path_buf(),
                     pid,

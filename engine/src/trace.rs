@@ -97,7 +97,9 @@ fn read_frame(r: &mut impl Read) -> Result<(u8, Vec<u8>), TraceError> {
         .map_err(|e| TraceError::Format(format!("truncated frame header: {e}")))?;
     let len = u32::from_le_bytes(head[1..].try_into().expect("4 bytes"));
     if len > MAX_FRAME {
-        return Err(TraceError::Format(format!("frame of {len} bytes exceeds {MAX_FRAME}")));
+        return Err(TraceError::Format(format!(
+            "frame of {len} bytes exceeds {MAX_FRAME}"
+        )));
     }
     let mut payload = vec![0u8; len as usize];
     r.read_exact(&mut payload)
@@ -138,13 +140,12 @@ pub fn replay(backend: Arc<dyn Backend>, r: &mut impl Read) -> Result<(Engine, u
         let n = engine.replay(entries[..cut.unwrap_or(entries.len())].iter(), 256, false)?;
         if let Some(i) = cut {
             let e = &entries[i];
-            let hash = e
-                .op
-                .chunks()
-                .iter()
-                .find(|c| corrupt.contains(&c.hash))
-                .expect("found above")
-                .hash;
+            let hash =
+                e.op.chunks()
+                    .iter()
+                    .find(|c| corrupt.contains(&c.hash))
+                    .expect("found above")
+                    .hash;
             return Err(ReplayError::Chunk {
                 index: e.index,
                 hash,

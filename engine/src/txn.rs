@@ -232,7 +232,10 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            vec![(b"a".to_vec(), b"9".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+            vec![
+                (b"a".to_vec(), b"9".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]
         );
         t.rollback_op();
         let got: Vec<_> = t

@@ -89,7 +89,12 @@ fn check_reopened(backend: MemBackend, list: &[Intent], seen: &[Result<Ack, Errn
     // Retrying everything commits each intent exactly once.
     let clock = Arc::new(ManualClock::default());
     clock.0.store(T0 + 10_000_000_000, Ordering::Relaxed);
-    let c = Committer::start(engine.clone(), CommitConfig::default(), clock, Arc::new(NoneOpen));
+    let c = Committer::start(
+        engine.clone(),
+        CommitConfig::default(),
+        clock,
+        Arc::new(NoneOpen),
+    );
     let again = submit_all(&c, list);
     for (i, (a, b)) in seen.iter().zip(&again).enumerate() {
         if let Ok(a) = a
@@ -103,7 +108,10 @@ fn check_reopened(backend: MemBackend, list: &[Intent], seen: &[Result<Ack, Errn
     for e in &log {
         *per_intent.entry(e.intent).or_default() += 1;
     }
-    assert!(per_intent.values().all(|&n| n == 1), "an intent committed twice");
+    assert!(
+        per_intent.values().all(|&n| n == 1),
+        "an intent committed twice"
+    );
     drop(c);
     let r = hsfs_engine::fsck::check(&engine, &mut |_, _| {}).unwrap();
     assert!(r.is_clean(), "{:#?}", r.problems);
@@ -168,7 +176,12 @@ fn child_commit_loop() {
     };
     let start: u64 = std::env::var("HSFS_CRASH_START").unwrap().parse().unwrap();
     let engine = Engine::open_dir(std::path::Path::new(&dir), &Default::default()).unwrap();
-    let c = Committer::start(engine, CommitConfig::default(), Arc::new(SystemClock), Arc::new(NoneOpen));
+    let c = Committer::start(
+        engine,
+        CommitConfig::default(),
+        Arc::new(SystemClock),
+        Arc::new(NoneOpen),
+    );
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut seq = start;
     loop {
@@ -178,13 +191,42 @@ fn child_commit_loop() {
             let data = format!("payload {seq}").into_bytes();
             let (chunks, bytes) = chunked(0, &data);
             let (op, bytes) = if seq % 2 == 0 {
-                (Op::Mkdir { parent: ROOT_INO, name: format!("d{seq}").into_bytes(), perm: 0o755, uid: 0, gid: 0 }, hsfs_engine::chunks::Payload::none())
+                (
+                    Op::Mkdir {
+                        parent: ROOT_INO,
+                        name: format!("d{seq}").into_bytes(),
+                        perm: 0o755,
+                        uid: 0,
+                        gid: 0,
+                    },
+                    hsfs_engine::chunks::Payload::none(),
+                )
             } else {
-                (Op::Write { ino: ROOT_INO + 1, at: hsfs_engine::op::WriteAt::Append, chunks }, bytes)
+                (
+                    Op::Write {
+                        ino: ROOT_INO + 1,
+                        at: hsfs_engine::op::WriteAt::Append,
+                        chunks,
+                    },
+                    bytes,
+                )
             };
-            let it = Intent { id: IntentId { client: ClientId([3; 16]), seq }, origin: Origin::default(), op };
+            let it = Intent {
+                id: IntentId {
+                    client: ClientId([3; 16]),
+                    seq,
+                },
+                origin: Origin::default(),
+                op,
+            };
             let tx = tx.clone();
-            c.submit(it, bytes, Box::new(move |r| { let _ = tx.send((seq, r)); }));
+            c.submit(
+                it,
+                bytes,
+                Box::new(move |r| {
+                    let _ = tx.send((seq, r));
+                }),
+            );
         }
         for _ in 0..8 {
             let (s, r) = rx.recv().unwrap();
@@ -199,12 +241,36 @@ fn sigkill_during_commits() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     {
-        let e = Engine::init_dir(&state, hsfs_engine::WorkspaceId([5; 16]), (0o755, 0, 0), T0, &Default::default()).unwrap();
-        let c = Committer::start(e.clone(), CommitConfig::default(), Arc::new(SystemClock), Arc::new(NoneOpen));
+        let e = Engine::init_dir(
+            &state,
+            hsfs_engine::WorkspaceId([5; 16]),
+            (0o755, 0, 0),
+            T0,
+            &Default::default(),
+        )
+        .unwrap();
+        let c = Committer::start(
+            e.clone(),
+            CommitConfig::default(),
+            Arc::new(SystemClock),
+            Arc::new(NoneOpen),
+        );
         let it = Intent {
-            id: IntentId { client: ClientId([4; 16]), seq: 1 },
+            id: IntentId {
+                client: ClientId([4; 16]),
+                seq: 1,
+            },
             origin: Origin::default(),
-            op: Op::Create { parent: ROOT_INO, name: b"log".to_vec(), kind: hsfs_engine::FileKind::File, perm: 0o644, uid: 0, gid: 0, excl: true, truncate: false },
+            op: Op::Create {
+                parent: ROOT_INO,
+                name: b"log".to_vec(),
+                kind: hsfs_engine::FileKind::File,
+                perm: 0o644,
+                uid: 0,
+                gid: 0,
+                excl: true,
+                truncate: false,
+            },
         };
         c.commit(it, hsfs_engine::chunks::Payload::none()).unwrap();
     }
@@ -213,7 +279,13 @@ fn sigkill_during_commits() {
     let mut next_start = 0u64;
     for round in 0..6 {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "child_commit_loop", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "child_commit_loop",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("HSFS_CRASH_DIR", &state)
             .env("HSFS_CRASH_START", next_start.to_string())
             .stdout(Stdio::piped())
@@ -248,8 +320,14 @@ fn sigkill_during_commits() {
         let r = hsfs_engine::fsck::check(&e, &mut |_, _| {}).unwrap();
         assert!(r.is_clean(), "round {round}: {:#?}", r.problems);
         for (seq, (index, root)) in &acked {
-            let id = IntentId { client: ClientId([3; 16]), seq: *seq };
-            let a = e.dedupe(&id).unwrap().unwrap_or_else(|| panic!("acked intent {seq} lost"));
+            let id = IntentId {
+                client: ClientId([3; 16]),
+                seq: *seq,
+            };
+            let a = e
+                .dedupe(&id)
+                .unwrap()
+                .unwrap_or_else(|| panic!("acked intent {seq} lost"));
             assert_eq!((a.index, hex::encode(a.root)), (*index, root.clone()));
         }
     }

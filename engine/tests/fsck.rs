@@ -20,9 +20,19 @@ fn populated() -> (H, u64, u64) {
         let g = h.create(d, &format!("f{i}")).unwrap();
         h.write(g, 0, format!("file {i}").as_bytes()).unwrap();
     }
-    h.run(Op::Link { ino: f, parent: R, name: b"main-link".to_vec() }).unwrap();
-    h.run(Op::SetXattr { ino: f, name: b"user.k".to_vec(), value: b"v".to_vec(), mode: XattrMode::Upsert })
-        .unwrap();
+    h.run(Op::Link {
+        ino: f,
+        parent: R,
+        name: b"main-link".to_vec(),
+    })
+    .unwrap();
+    h.run(Op::SetXattr {
+        ino: f,
+        name: b"user.k".to_vec(),
+        value: b"v".to_vec(),
+        mode: XattrMode::Upsert,
+    })
+    .unwrap();
     h.fsck();
     (h, d, f)
 }
@@ -115,7 +125,8 @@ fn wrong_nlink() {
     let key = keys::ino_key(f);
     let mut n = records::decode_node(f, &h.backend.get_raw(Space::Nodes, &key)).unwrap();
     n.nlink = 3;
-    h.backend.corrupt(Space::Nodes, &key, Some(records::encode_node(&n)));
+    h.backend
+        .corrupt(Space::Nodes, &key, Some(records::encode_node(&n)));
     let r = check(&h);
     has(&r, "nlink-mismatch", Space::Nodes, &key);
     has(&r, "merkle-root", Space::Meta, keys::meta::ROOT);
@@ -159,14 +170,21 @@ fn extent_past_eof_and_unnormalized() {
     // normalized.
     let mid = e.start + e.len() / 2;
     let left = records::Extent { end: mid, ..e };
-    h.backend
-        .corrupt(Space::Extents, &keys::extent_key(f, mid), Some(records::encode_extent(&left).to_vec()));
+    h.backend.corrupt(
+        Space::Extents,
+        &keys::extent_key(f, mid),
+        Some(records::encode_extent(&left).to_vec()),
+    );
     let right = records::Extent {
         start: mid,
         chunk_off: e.chunk_off + (mid - e.start) as u32,
         ..e
     };
-    h.backend.corrupt(Space::Extents, &k, Some(records::encode_extent(&right).to_vec()));
+    h.backend.corrupt(
+        Space::Extents,
+        &k,
+        Some(records::encode_extent(&right).to_vec()),
+    );
     let r = check(&h);
     has(&r, "extent-unnormalized", Space::Extents, &k);
 }

@@ -84,14 +84,22 @@ impl Model {
         let ino = self.next;
         self.next += 1;
         let setgid = self.nodes[&parent].perm & 0o2000 != 0;
-        let perm = if setgid && kind == FileKind::Dir { perm | 0o2000 } else { perm };
+        let perm = if setgid && kind == FileKind::Dir {
+            perm | 0o2000
+        } else {
+            perm
+        };
         let mut n = MNode::new(kind, perm, now);
         if kind == FileKind::Dir {
             n.parent = parent;
             self.nodes.get_mut(&parent).unwrap().nlink += 1;
         }
         self.nodes.insert(ino, n);
-        self.nodes.get_mut(&parent).unwrap().entries.insert(name.to_vec(), ino);
+        self.nodes
+            .get_mut(&parent)
+            .unwrap()
+            .entries
+            .insert(name.to_vec(), ino);
         self.touch_dir(parent, now);
         ino
     }
@@ -117,7 +125,15 @@ impl Model {
         }
     }
 
-    fn create(&mut self, p: Ino, name: &[u8], kind: FileKind, excl: bool, trunc: bool, now: i64) -> MR {
+    fn create(
+        &mut self,
+        p: Ino,
+        name: &[u8],
+        kind: FileKind,
+        excl: bool,
+        trunc: bool,
+        now: i64,
+    ) -> MR {
         self.dir(p)?;
         if let Some(&ino) = self.nodes[&p].entries.get(name) {
             if excl {
@@ -132,7 +148,10 @@ impl Model {
                 n.mtime = now;
                 n.ctime = now;
             }
-            return Ok(OpResult::Node { ino, created: false });
+            return Ok(OpResult::Node {
+                ino,
+                created: false,
+            });
         }
         let perm = if kind == FileKind::Dir { 0o755 } else { 0o644 };
         let ino = self.add(p, name, kind, perm, now);
@@ -158,12 +177,19 @@ impl Model {
         if self.nodes[&p].entries.contains_key(name) {
             return Err(Errno::EEXIST);
         }
-        self.nodes.get_mut(&p).unwrap().entries.insert(name.to_vec(), ino);
+        self.nodes
+            .get_mut(&p)
+            .unwrap()
+            .entries
+            .insert(name.to_vec(), ino);
         self.touch_dir(p, now);
         let n = self.nodes.get_mut(&ino).unwrap();
         n.nlink += 1;
         n.ctime = now;
-        Ok(OpResult::Node { ino, created: false })
+        Ok(OpResult::Node {
+            ino,
+            created: false,
+        })
     }
 
     fn unlink(&mut self, p: Ino, name: &[u8], now: i64) -> MR {
@@ -217,8 +243,16 @@ impl Model {
                 if dst_dir && self.within(p, d) {
                     return Err(Errno::EINVAL);
                 }
-                self.nodes.get_mut(&p).unwrap().entries.insert(n.to_vec(), d);
-                self.nodes.get_mut(&q).unwrap().entries.insert(m.to_vec(), src);
+                self.nodes
+                    .get_mut(&p)
+                    .unwrap()
+                    .entries
+                    .insert(n.to_vec(), d);
+                self.nodes
+                    .get_mut(&q)
+                    .unwrap()
+                    .entries
+                    .insert(m.to_vec(), src);
                 if p != q {
                     let delta = src_dir as i64 - dst_dir as i64;
                     let pn = self.nodes.get_mut(&p).unwrap();
@@ -254,7 +288,11 @@ impl Model {
             }
         }
         self.nodes.get_mut(&p).unwrap().entries.remove(n);
-        self.nodes.get_mut(&q).unwrap().entries.insert(m.to_vec(), src);
+        self.nodes
+            .get_mut(&q)
+            .unwrap()
+            .entries
+            .insert(m.to_vec(), src);
         if src_dir && p != q {
             self.nodes.get_mut(&p).unwrap().nlink -= 1;
             self.nodes.get_mut(&q).unwrap().nlink += 1;
@@ -278,7 +316,10 @@ impl Model {
             WriteAt::Append => n.data.len(),
         };
         if data.is_empty() {
-            return Ok(OpResult::Written { offset: off as u64, len: 0 });
+            return Ok(OpResult::Written {
+                offset: off as u64,
+                len: 0,
+            });
         }
         if n.data.len() < off + data.len() {
             n.data.resize(off + data.len(), 0);
@@ -286,7 +327,10 @@ impl Model {
         n.data[off..off + data.len()].copy_from_slice(data);
         n.mtime = now;
         n.ctime = now;
-        Ok(OpResult::Written { offset: off as u64, len: data.len() as u64 })
+        Ok(OpResult::Written {
+            offset: off as u64,
+            len: data.len() as u64,
+        })
     }
 
     fn setattr(&mut self, ino: Ino, perm: Option<u32>, size: Option<u64>, now: i64) -> MR {
@@ -371,7 +415,9 @@ fn act() -> impl Strategy<Value = Act> {
 }
 
 fn bytes(len: u32, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| ((i as u64 * 31 + u64::from(seed)) % 251) as u8).collect()
+    (0..len)
+        .map(|i| ((i as u64 * 31 + u64::from(seed)) % 251) as u8)
+        .collect()
 }
 
 /// Runs one action on both sides; returns (engine result, model result).
@@ -381,31 +427,92 @@ fn step(h: &mut H, m: &mut Model, a: &Act) -> (MR, MR) {
     let name = |i: usize| NAMES[i].as_bytes().to_vec();
     let (op, chunks, data) = match a {
         Act::Create(p, n, excl, trunc) => (
-            Op::Create { parent: pick(*p), name: name(*n), kind: FileKind::File, perm: 0o644, uid: 0, gid: 0, excl: *excl, truncate: *trunc },
+            Op::Create {
+                parent: pick(*p),
+                name: name(*n),
+                kind: FileKind::File,
+                perm: 0o644,
+                uid: 0,
+                gid: 0,
+                excl: *excl,
+                truncate: *trunc,
+            },
             hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
         Act::Mknod(p, n) => (
-            Op::Create { parent: pick(*p), name: name(*n), kind: FileKind::Fifo, perm: 0o644, uid: 0, gid: 0, excl: true, truncate: false },
+            Op::Create {
+                parent: pick(*p),
+                name: name(*n),
+                kind: FileKind::Fifo,
+                perm: 0o644,
+                uid: 0,
+                gid: 0,
+                excl: true,
+                truncate: false,
+            },
             hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
-        Act::Mkdir(p, n) => (Op::Mkdir { parent: pick(*p), name: name(*n), perm: 0o755, uid: 0, gid: 0 }, hsfs_engine::chunks::Payload::none(), vec![]),
+        Act::Mkdir(p, n) => (
+            Op::Mkdir {
+                parent: pick(*p),
+                name: name(*n),
+                perm: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+            hsfs_engine::chunks::Payload::none(),
+            vec![],
+        ),
         Act::Symlink(p, n) => (
-            Op::Symlink { parent: pick(*p), name: name(*n), target: b"target/x".to_vec(), uid: 0, gid: 0 },
+            Op::Symlink {
+                parent: pick(*p),
+                name: name(*n),
+                target: b"target/x".to_vec(),
+                uid: 0,
+                gid: 0,
+            },
             hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
-        Act::Link(f, p, n) => (Op::Link { ino: pick(*f), parent: pick(*p), name: name(*n) }, hsfs_engine::chunks::Payload::none(), vec![]),
-        Act::Unlink(p, n) => (Op::Unlink { parent: pick(*p), name: name(*n), keep_orphan: false }, hsfs_engine::chunks::Payload::none(), vec![]),
-        Act::Rmdir(p, n) => (Op::Rmdir { parent: pick(*p), name: name(*n) }, hsfs_engine::chunks::Payload::none(), vec![]),
+        Act::Link(f, p, n) => (
+            Op::Link {
+                ino: pick(*f),
+                parent: pick(*p),
+                name: name(*n),
+            },
+            hsfs_engine::chunks::Payload::none(),
+            vec![],
+        ),
+        Act::Unlink(p, n) => (
+            Op::Unlink {
+                parent: pick(*p),
+                name: name(*n),
+                keep_orphan: false,
+            },
+            hsfs_engine::chunks::Payload::none(),
+            vec![],
+        ),
+        Act::Rmdir(p, n) => (
+            Op::Rmdir {
+                parent: pick(*p),
+                name: name(*n),
+            },
+            hsfs_engine::chunks::Payload::none(),
+            vec![],
+        ),
         Act::Rename(p, n, q, k, mode) => (
             Op::Rename {
                 parent: pick(*p),
                 name: name(*n),
                 new_parent: pick(*q),
                 new_name: name(*k),
-                mode: [RenameMode::Replace, RenameMode::NoReplace, RenameMode::Exchange][*mode as usize],
+                mode: [
+                    RenameMode::Replace,
+                    RenameMode::NoReplace,
+                    RenameMode::Exchange,
+                ][*mode as usize],
                 keep_orphan: false,
             },
             hsfs_engine::chunks::Payload::none(),
@@ -413,17 +520,41 @@ fn step(h: &mut H, m: &mut Model, a: &Act) -> (MR, MR) {
         ),
         Act::Write(f, off, len, seed, append) => {
             let data = bytes(*len, *seed);
-            let at = if *append { WriteAt::Append } else { WriteAt::Offset(u64::from(*off)) };
+            let at = if *append {
+                WriteAt::Append
+            } else {
+                WriteAt::Offset(u64::from(*off))
+            };
             let (refs, bs) = chunked(if *append { 0 } else { u64::from(*off) }, &data);
-            (Op::Write { ino: pick(*f), at, chunks: refs }, bs, data)
+            (
+                Op::Write {
+                    ino: pick(*f),
+                    at,
+                    chunks: refs,
+                },
+                bs,
+                data,
+            )
         }
         Act::Truncate(f, s) => (
-            Op::SetAttr { ino: pick(*f), attr: SetAttr { size: Some(u64::from(*s)), ..SetAttr::default() } },
+            Op::SetAttr {
+                ino: pick(*f),
+                attr: SetAttr {
+                    size: Some(u64::from(*s)),
+                    ..SetAttr::default()
+                },
+            },
             hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
         Act::Chmod(f, p) => (
-            Op::SetAttr { ino: pick(*f), attr: SetAttr { perm: Some(u32::from(*p)), ..SetAttr::default() } },
+            Op::SetAttr {
+                ino: pick(*f),
+                attr: SetAttr {
+                    perm: Some(u32::from(*p)),
+                    ..SetAttr::default()
+                },
+            },
             hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
@@ -437,26 +568,67 @@ fn step(h: &mut H, m: &mut Model, a: &Act) -> (MR, MR) {
             hsfs_engine::chunks::Payload::none(),
             vec![],
         ),
-        Act::RmX(f, x) => (Op::RemoveXattr { ino: pick(*f), name: XNAMES[*x].as_bytes().to_vec() }, hsfs_engine::chunks::Payload::none(), vec![]),
-        Act::Missing(k) => (Op::Unlink { parent: 10_000 + u64::from(*k), name: b"a".to_vec(), keep_orphan: false }, hsfs_engine::chunks::Payload::none(), vec![]),
+        Act::RmX(f, x) => (
+            Op::RemoveXattr {
+                ino: pick(*f),
+                name: XNAMES[*x].as_bytes().to_vec(),
+            },
+            hsfs_engine::chunks::Payload::none(),
+            vec![],
+        ),
+        Act::Missing(k) => (
+            Op::Unlink {
+                parent: 10_000 + u64::from(*k),
+                name: b"a".to_vec(),
+                keep_orphan: false,
+            },
+            hsfs_engine::chunks::Payload::none(),
+            vec![],
+        ),
     };
     let got = h.run_with(op.clone(), chunks);
     let now = got.as_ref().map(|a| a.committed_at).unwrap_or(0);
     let want = match (a, &op) {
-        (Act::Create(..) | Act::Mknod(..) | Act::Mkdir(..), Op::Create { parent, name, kind, excl, truncate, .. }) => {
-            m.create(*parent, name, *kind, *excl, *truncate, now)
+        (
+            Act::Create(..) | Act::Mknod(..) | Act::Mkdir(..),
+            Op::Create {
+                parent,
+                name,
+                kind,
+                excl,
+                truncate,
+                ..
+            },
+        ) => m.create(*parent, name, *kind, *excl, *truncate, now),
+        (_, Op::Mkdir { parent, name, .. }) => {
+            m.create(*parent, name, FileKind::Dir, true, false, now)
         }
-        (_, Op::Mkdir { parent, name, .. }) => m.create(*parent, name, FileKind::Dir, true, false, now),
         (_, Op::Symlink { parent, name, .. }) => m.symlink(*parent, name, now),
         (_, Op::Link { ino, parent, name }) => m.link(*ino, *parent, name, now),
         (_, Op::Unlink { parent, name, .. }) => m.unlink(*parent, name, now),
         (_, Op::Rmdir { parent, name }) => m.rmdir(*parent, name, now),
-        (_, Op::Rename { parent, name, new_parent, new_name, mode, .. }) => {
-            m.rename(*parent, name, *new_parent, new_name, *mode, now)
-        }
+        (
+            _,
+            Op::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                mode,
+                ..
+            },
+        ) => m.rename(*parent, name, *new_parent, new_name, *mode, now),
         (_, Op::Write { ino, at, .. }) => m.write(*ino, *at, &data, now),
         (_, Op::SetAttr { ino, attr }) => m.setattr(*ino, attr.perm, attr.size, now),
-        (_, Op::SetXattr { ino, name, value, mode }) => m.setxattr(*ino, name, value, *mode, now),
+        (
+            _,
+            Op::SetXattr {
+                ino,
+                name,
+                value,
+                mode,
+            },
+        ) => m.setxattr(*ino, name, value, *mode, now),
         (_, Op::RemoveXattr { ino, name }) => m.removexattr(*ino, name, now),
         _ => unreachable!(),
     };
@@ -468,7 +640,10 @@ fn compare(h: &H, m: &Model) {
     let status = h.engine.status().meta;
     assert_eq!(status.nodes as usize, m.nodes.len(), "node count");
     for (&ino, mn) in &m.nodes {
-        let n = h.engine.getattr(ino).unwrap_or_else(|e| panic!("inode {ino} missing: {e}"));
+        let n = h
+            .engine
+            .getattr(ino)
+            .unwrap_or_else(|e| panic!("inode {ino} missing: {e}"));
         assert_eq!(n.kind, mn.kind, "kind of {ino}");
         assert_eq!(n.perm, mn.perm, "perm of {ino}");
         assert_eq!(n.nlink, mn.nlink, "nlink of {ino}");
@@ -518,8 +693,15 @@ fn replay_matches(h: &H) {
             hashes.insert(c.hash);
         }
     }
-    let chunks: Vec<_> = hashes.iter().map(|hh| (*hh, h.engine.chunk(hh).unwrap().to_vec())).collect();
-    assert!(e2.ingest_chunks(chunks.iter().map(|(hh, d)| (*hh, d.as_slice()))).unwrap().is_empty());
+    let chunks: Vec<_> = hashes
+        .iter()
+        .map(|hh| (*hh, h.engine.chunk(hh).unwrap().to_vec()))
+        .collect();
+    assert!(
+        e2.ingest_chunks(chunks.iter().map(|(hh, d)| (*hh, d.as_slice())))
+            .unwrap()
+            .is_empty()
+    );
     // Odd batch sizes so batch boundaries fall everywhere.
     e2.replay(entries.iter(), 7, false).unwrap();
     assert_eq!(e2.status().meta, h.engine.status().meta);

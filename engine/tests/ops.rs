@@ -38,10 +38,19 @@ fn create_excl_and_open_existing() {
             truncate: false,
         })
         .unwrap();
-    assert_eq!(a.result, OpResult::Node { ino: f, created: false });
+    assert_eq!(
+        a.result,
+        OpResult::Node {
+            ino: f,
+            created: false
+        }
+    );
     assert_eq!(h.engine.applied_index(), before);
     let n = h.engine.getattr(f).unwrap();
-    assert_eq!((n.perm, n.uid, n.gid, n.nlink, n.size), (0o644, 1000, 1000, 1, 0));
+    assert_eq!(
+        (n.perm, n.uid, n.gid, n.nlink, n.size),
+        (0o644, 1000, 1000, 1, 0)
+    );
     assert_eq!(n.mtime, n.ctime);
     // Parent bookkeeping.
     let root = h.engine.getattr(R).unwrap();
@@ -116,7 +125,14 @@ fn fifo_and_socket_nodes() {
         assert_eq!(h.engine.getattr(ino).unwrap().kind, kind);
         let (c, b) = chunked(0, b"x");
         assert_eq!(
-            h.run_with(Op::Write { ino, at: hsfs_engine::op::WriteAt::Offset(0), chunks: c }, b),
+            h.run_with(
+                Op::Write {
+                    ino,
+                    at: hsfs_engine::op::WriteAt::Offset(0),
+                    chunks: c
+                },
+                b
+            ),
             Err(Errno::EINVAL)
         );
     }
@@ -193,7 +209,10 @@ fn symlink_rules() {
     };
     assert_eq!(sym(&mut h, "l", b"x".to_vec()).unwrap_err(), Errno::EEXIST);
     assert_eq!(sym(&mut h, "e", Vec::new()).unwrap_err(), Errno::ENOENT);
-    assert_eq!(sym(&mut h, "e", vec![b'a'; 4096]).unwrap_err(), Errno::ENAMETOOLONG);
+    assert_eq!(
+        sym(&mut h, "e", vec![b'a'; 4096]).unwrap_err(),
+        Errno::ENAMETOOLONG
+    );
     assert_eq!(h.engine.readlink(R).unwrap_err().errno(), Errno::EINVAL);
     h.fsck();
 }
@@ -290,9 +309,15 @@ fn rename_noreplace_and_exchange() {
             keep_orphan: false,
         })
     };
-    assert_eq!(rn(&mut h, R, "a", R, "d", RenameMode::NoReplace).unwrap_err(), Errno::EEXIST);
+    assert_eq!(
+        rn(&mut h, R, "a", R, "d", RenameMode::NoReplace).unwrap_err(),
+        Errno::EEXIST
+    );
     rn(&mut h, R, "a", R, "b", RenameMode::NoReplace).unwrap();
-    assert_eq!(rn(&mut h, R, "b", R, "zz", RenameMode::Exchange).unwrap_err(), Errno::ENOENT);
+    assert_eq!(
+        rn(&mut h, R, "b", R, "zz", RenameMode::Exchange).unwrap_err(),
+        Errno::ENOENT
+    );
     // Exchange a file in the root with a directory inside d.
     rn(&mut h, R, "b", d, "sub", RenameMode::Exchange).unwrap();
     assert_eq!(h.lookup(R, "b"), Some(sub));
@@ -303,7 +328,10 @@ fn rename_noreplace_and_exchange() {
     // A directory cannot be exchanged into its own subtree.
     let deep = h.mkdir(sub, "deep").unwrap();
     let _ = deep;
-    assert_eq!(rn(&mut h, R, "b", sub, "deep", RenameMode::Exchange).unwrap_err(), Errno::EINVAL);
+    assert_eq!(
+        rn(&mut h, R, "b", sub, "deep", RenameMode::Exchange).unwrap_err(),
+        Errno::EINVAL
+    );
     h.fsck();
 }
 
@@ -326,7 +354,10 @@ fn write_read_holes_and_extents() {
     assert_eq!(&all[70_000..], &big[..]);
     assert_eq!(&all[..15], b"\0\0\0\0\0\0\0\0\0\0heLLo");
     assert!(all[15..70_000].iter().all(|&b| b == 0));
-    assert_eq!(h.engine.read(f, 65_530, 10).unwrap(), all[65_530..65_540].to_vec());
+    assert_eq!(
+        h.engine.read(f, 65_530, 10).unwrap(),
+        all[65_530..65_540].to_vec()
+    );
     h.fsck();
 }
 
@@ -339,7 +370,10 @@ fn identical_data_stored_once() {
     h.write(f, 0, &data).unwrap();
     let chunks_before = h.backend.keys(hsfs_engine::keys::Space::Chunks).len();
     h.write(g, 0, &data).unwrap();
-    assert_eq!(h.backend.keys(hsfs_engine::keys::Space::Chunks).len(), chunks_before);
+    assert_eq!(
+        h.backend.keys(hsfs_engine::keys::Space::Chunks).len(),
+        chunks_before
+    );
     assert_eq!(h.read_all(g), data);
     h.fsck();
 }
@@ -371,26 +405,61 @@ fn write_errors() {
     let d = h.mkdir(R, "d").unwrap();
     let (c, b) = chunked(0, b"x");
     assert_eq!(
-        h.run_with(Op::Write { ino: d, at: hsfs_engine::op::WriteAt::Offset(0), chunks: c.clone() }, b.clone()),
+        h.run_with(
+            Op::Write {
+                ino: d,
+                at: hsfs_engine::op::WriteAt::Offset(0),
+                chunks: c.clone()
+            },
+            b.clone()
+        ),
         Err(Errno::EISDIR)
     );
     assert_eq!(
-        h.run_with(Op::Write { ino: 4242, at: hsfs_engine::op::WriteAt::Offset(0), chunks: c.clone() }, b.clone()),
+        h.run_with(
+            Op::Write {
+                ino: 4242,
+                at: hsfs_engine::op::WriteAt::Offset(0),
+                chunks: c.clone()
+            },
+            b.clone()
+        ),
         Err(Errno::ENOENT)
     );
     let f = h.create(R, "f").unwrap();
     assert_eq!(
-        h.run_with(Op::Write { ino: f, at: hsfs_engine::op::WriteAt::Offset(i64::MAX as u64), chunks: c.clone() }, b.clone()),
+        h.run_with(
+            Op::Write {
+                ino: f,
+                at: hsfs_engine::op::WriteAt::Offset(i64::MAX as u64),
+                chunks: c.clone()
+            },
+            b.clone()
+        ),
         Err(Errno::EFBIG)
     );
     // Payload bytes that do not match the chunk refs are refused.
     assert_eq!(
-        h.run_with(Op::Write { ino: f, at: hsfs_engine::op::WriteAt::Offset(0), chunks: c.clone() }, hsfs_engine::chunks::Payload::split(Some(0), b"y").1),
+        h.run_with(
+            Op::Write {
+                ino: f,
+                at: hsfs_engine::op::WriteAt::Offset(0),
+                chunks: c.clone()
+            },
+            hsfs_engine::chunks::Payload::split(Some(0), b"y").1
+        ),
         Err(Errno::EINVAL)
     );
     // A chunk the leader does not have is refused.
     assert_eq!(
-        h.run(Op::Write { ino: f, at: hsfs_engine::op::WriteAt::Offset(0), chunks: vec![hsfs_engine::op::ChunkRef { hash: [1; 32], len: 1 }] }),
+        h.run(Op::Write {
+            ino: f,
+            at: hsfs_engine::op::WriteAt::Offset(0),
+            chunks: vec![hsfs_engine::op::ChunkRef {
+                hash: [1; 32],
+                len: 1
+            }]
+        }),
         Err(Errno::EIO)
     );
     h.fsck();
@@ -456,7 +525,11 @@ fn setattr_chmod_chown_times() {
     assert_eq!(n.mtime, a.committed_at);
     assert_eq!(n.ctime, a.committed_at);
     assert_eq!(
-        h.run(Op::SetAttr { ino: 777, attr: SetAttr::default() }).unwrap_err(),
+        h.run(Op::SetAttr {
+            ino: 777,
+            attr: SetAttr::default()
+        })
+        .unwrap_err(),
         Errno::ENOENT
     );
     h.fsck();
@@ -476,22 +549,57 @@ fn xattrs_and_limits() {
     };
     set(&mut h, b"user.b", b"2".to_vec(), XattrMode::Upsert).unwrap();
     set(&mut h, b"user.a", b"1".to_vec(), XattrMode::Create).unwrap();
-    assert_eq!(set(&mut h, b"user.a", b"x".to_vec(), XattrMode::Create).unwrap_err(), Errno::EEXIST);
-    assert_eq!(set(&mut h, b"user.c", b"x".to_vec(), XattrMode::Replace).unwrap_err(), Errno::ENODATA);
+    assert_eq!(
+        set(&mut h, b"user.a", b"x".to_vec(), XattrMode::Create).unwrap_err(),
+        Errno::EEXIST
+    );
+    assert_eq!(
+        set(&mut h, b"user.c", b"x".to_vec(), XattrMode::Replace).unwrap_err(),
+        Errno::ENODATA
+    );
     set(&mut h, b"user.a", b"one".to_vec(), XattrMode::Replace).unwrap();
-    assert_eq!(h.engine.listxattr(f).unwrap(), vec![b"user.a".to_vec(), b"user.b".to_vec()]);
+    assert_eq!(
+        h.engine.listxattr(f).unwrap(),
+        vec![b"user.a".to_vec(), b"user.b".to_vec()]
+    );
     assert_eq!(&*h.engine.getxattr(f, b"user.a").unwrap(), b"one");
-    assert_eq!(h.engine.getxattr(f, b"user.z").unwrap_err().errno(), Errno::ENODATA);
-    assert_eq!(set(&mut h, &[b'n'; 256], Vec::new(), XattrMode::Upsert).unwrap_err(), Errno::ERANGE);
-    assert_eq!(set(&mut h, b"", Vec::new(), XattrMode::Upsert).unwrap_err(), Errno::ERANGE);
-    assert_eq!(set(&mut h, b"user.big", vec![0; 65537], XattrMode::Upsert).unwrap_err(), Errno::E2BIG);
+    assert_eq!(
+        h.engine.getxattr(f, b"user.z").unwrap_err().errno(),
+        Errno::ENODATA
+    );
+    assert_eq!(
+        set(&mut h, &[b'n'; 256], Vec::new(), XattrMode::Upsert).unwrap_err(),
+        Errno::ERANGE
+    );
+    assert_eq!(
+        set(&mut h, b"", Vec::new(), XattrMode::Upsert).unwrap_err(),
+        Errno::ERANGE
+    );
+    assert_eq!(
+        set(&mut h, b"user.big", vec![0; 65537], XattrMode::Upsert).unwrap_err(),
+        Errno::E2BIG
+    );
     set(&mut h, b"user.max", vec![0; 65536], XattrMode::Upsert).unwrap();
     // Fill towards the 1 MiB per-inode cap.
     for i in 0..14 {
-        set(&mut h, format!("user.f{i:02}").as_bytes(), vec![1; 65536], XattrMode::Upsert).unwrap();
+        set(
+            &mut h,
+            format!("user.f{i:02}").as_bytes(),
+            vec![1; 65536],
+            XattrMode::Upsert,
+        )
+        .unwrap();
     }
-    assert_eq!(set(&mut h, b"user.over", vec![1; 65536], XattrMode::Upsert).unwrap_err(), Errno::ENOSPC);
-    let rm = |h: &mut H, name: &[u8]| h.run(Op::RemoveXattr { ino: f, name: name.to_vec() });
+    assert_eq!(
+        set(&mut h, b"user.over", vec![1; 65536], XattrMode::Upsert).unwrap_err(),
+        Errno::ENOSPC
+    );
+    let rm = |h: &mut H, name: &[u8]| {
+        h.run(Op::RemoveXattr {
+            ino: f,
+            name: name.to_vec(),
+        })
+    };
     rm(&mut h, b"user.a").unwrap();
     assert_eq!(rm(&mut h, b"user.a").unwrap_err(), Errno::ENODATA);
     h.unlink(R, "f").unwrap();
@@ -520,7 +628,12 @@ fn unlink_open_file_becomes_orphan_until_reclaimed() {
     h.fsck();
     // Linking an orphan back is refused, like Linux without O_TMPFILE.
     assert_eq!(
-        h.run(Op::Link { ino: f, parent: R, name: b"back".to_vec() }).unwrap_err(),
+        h.run(Op::Link {
+            ino: f,
+            parent: R,
+            name: b"back".to_vec()
+        })
+        .unwrap_err(),
         Errno::ENOENT
     );
     h.run(Op::Reclaim { ino: f }).unwrap();
@@ -556,9 +669,15 @@ fn duplicate_intent_gets_same_ack() {
         uid: 0,
         gid: 0,
     });
-    let a1 = h.committer.commit(i.clone(), hsfs_engine::chunks::Payload::none()).unwrap();
+    let a1 = h
+        .committer
+        .commit(i.clone(), hsfs_engine::chunks::Payload::none())
+        .unwrap();
     h.tick();
-    let a2 = h.committer.commit(i.clone(), hsfs_engine::chunks::Payload::none()).unwrap();
+    let a2 = h
+        .committer
+        .commit(i.clone(), hsfs_engine::chunks::Payload::none())
+        .unwrap();
     assert_eq!(a1, a2);
     assert_eq!(h.engine.applied_index(), a1.index);
     assert_eq!(h.engine.dedupe(&i.id).unwrap(), Some(a1));
@@ -567,7 +686,15 @@ fn duplicate_intent_gets_same_ack() {
 #[test]
 fn genesis_cannot_be_submitted() {
     let mut h = harness();
-    assert_eq!(h.run(Op::Genesis { perm: 0o777, uid: 0, gid: 0 }).unwrap_err(), Errno::EPERM);
+    assert_eq!(
+        h.run(Op::Genesis {
+            perm: 0o777,
+            uid: 0,
+            gid: 0
+        })
+        .unwrap_err(),
+        Errno::EPERM
+    );
 }
 
 #[test]
@@ -583,7 +710,10 @@ fn committed_at_strictly_increases_even_if_clock_stalls() {
             gid: 0,
         });
         // No tick: the clock stands still.
-        let a = h.committer.commit(i2, hsfs_engine::chunks::Payload::none()).unwrap();
+        let a = h
+            .committer
+            .commit(i2, hsfs_engine::chunks::Payload::none())
+            .unwrap();
         assert!(a.committed_at > last);
         last = a.committed_at;
     }
@@ -626,12 +756,24 @@ fn eagain_past_pending_bound() {
         std::sync::Arc::new(hsfs_engine::commit::NoneOpen),
     );
     let i = hsfs_engine::op::Intent {
-        id: hsfs_engine::IntentId { client: hsfs_engine::ClientId([2; 16]), seq: 1 },
+        id: hsfs_engine::IntentId {
+            client: hsfs_engine::ClientId([2; 16]),
+            seq: 1,
+        },
         origin: Default::default(),
         op: Op::Fsync { ino: R },
     };
-    assert_eq!(c.commit(i, hsfs_engine::chunks::Payload::none()).unwrap_err(), Errno::EAGAIN);
-    assert_eq!(c.stats().rejected.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        c.commit(i, hsfs_engine::chunks::Payload::none())
+            .unwrap_err(),
+        Errno::EAGAIN
+    );
+    assert_eq!(
+        c.stats()
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]
@@ -686,7 +828,16 @@ fn readdir_order_and_resume() {
     h.create(R, "aa").unwrap(); // sorts before the cursor... after "a"
     h.unlink(R, "c.txt").unwrap();
     let rest = h.engine.readdir(R, Some(&first[2].name), 100).unwrap();
-    let rest: Vec<_> = rest.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect();
-    assert_eq!(first.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect::<Vec<_>>(), ["0", "A", "_"]);
+    let rest: Vec<_> = rest
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+        .collect();
+    assert_eq!(
+        first
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect::<Vec<_>>(),
+        ["0", "A", "_"]
+    );
     assert_eq!(rest, ["a", "aa", "b", "zz", "ä"]);
 }

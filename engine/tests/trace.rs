@@ -21,21 +21,39 @@ fn workload() -> Vec<u8> {
     let mut h = harness();
     let src = h.mkdir(ROOT_INO, "src").unwrap();
     let main = h.create(src, "main.rs").unwrap();
-    h.write(main, 0, b"fn main() {\n    println!(\"hello\");\n}\n").unwrap();
+    h.write(main, 0, b"fn main() {\n    println!(\"hello\");\n}\n")
+        .unwrap();
     let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 253) as u8).collect();
     let blob = h.create(ROOT_INO, "blob.bin").unwrap();
     h.write(blob, 1000, &big).unwrap();
-    h.write(blob, 65_000, b"patch across a chunk boundary").unwrap();
+    h.write(blob, 65_000, b"patch across a chunk boundary")
+        .unwrap();
     h.truncate(blob, 150_000).unwrap();
     let log = h.create(ROOT_INO, "agent.log").unwrap();
     for i in 0..20 {
         h.append(log, format!("line {i}\n").as_bytes()).unwrap();
     }
-    h.run(Op::Symlink { parent: ROOT_INO, name: b"link".to_vec(), target: b"src/main.rs".to_vec(), uid: 0, gid: 0 })
-        .unwrap();
-    h.run(Op::Link { ino: main, parent: ROOT_INO, name: b"main.hard".to_vec() }).unwrap();
-    h.run(Op::SetXattr { ino: main, name: b"user.owner".to_vec(), value: b"agent-7".to_vec(), mode: XattrMode::Create })
-        .unwrap();
+    h.run(Op::Symlink {
+        parent: ROOT_INO,
+        name: b"link".to_vec(),
+        target: b"src/main.rs".to_vec(),
+        uid: 0,
+        gid: 0,
+    })
+    .unwrap();
+    h.run(Op::Link {
+        ino: main,
+        parent: ROOT_INO,
+        name: b"main.hard".to_vec(),
+    })
+    .unwrap();
+    h.run(Op::SetXattr {
+        ino: main,
+        name: b"user.owner".to_vec(),
+        value: b"agent-7".to_vec(),
+        mode: XattrMode::Create,
+    })
+    .unwrap();
     let tmp = h.create(src, "lib.rs.tmp").unwrap();
     h.write(tmp, 0, b"pub fn lib() {}\n").unwrap();
     h.rename(src, "lib.rs.tmp", src, "lib.rs").unwrap();
@@ -51,7 +69,12 @@ fn workload() -> Vec<u8> {
     .unwrap();
     h.run(Op::SetAttr {
         ino: docs,
-        attr: SetAttr { perm: Some(0o2750), gid: Some(100), mtime: Some(SetTime::At(12_345)), ..SetAttr::default() },
+        attr: SetAttr {
+            perm: Some(0o2750),
+            gid: Some(100),
+            mtime: Some(SetTime::At(12_345)),
+            ..SetAttr::default()
+        },
     })
     .unwrap();
     h.run(Op::Create {
@@ -66,7 +89,11 @@ fn workload() -> Vec<u8> {
     })
     .unwrap();
     h.unlink(ROOT_INO, "main.hard").unwrap();
-    h.run(Op::RemoveXattr { ino: main, name: b"user.owner".to_vec() }).unwrap();
+    h.run(Op::RemoveXattr {
+        ino: main,
+        name: b"user.owner".to_vec(),
+    })
+    .unwrap();
     h.fsck();
     let mut out = Vec::new();
     trace::export(&h.engine, h.engine.applied_index(), &mut out).unwrap();
@@ -74,7 +101,8 @@ fn workload() -> Vec<u8> {
 }
 
 fn fixture() -> Vec<u8> {
-    std::fs::read(FIXTURE).expect("missing golden fixture: run with HSFS_BLESS=1 once and commit it")
+    std::fs::read(FIXTURE)
+        .expect("missing golden fixture: run with HSFS_BLESS=1 once and commit it")
 }
 
 /// Frames of a trace: (offset of payload, tag, payload).
@@ -107,7 +135,12 @@ fn fixture_replays_to_its_roots() {
     assert_eq!(e.status().meta.root, entries.last().unwrap().root);
     let r = hsfs_engine::fsck::check(&e, &mut |_, _| {}).unwrap();
     assert!(r.is_clean(), "{:#?}", r.problems);
-    assert_eq!(e.read(e.lookup(ROOT_INO, b"agent.log").unwrap().ino, 0, 1000).unwrap().len(), 150);
+    assert_eq!(
+        e.read(e.lookup(ROOT_INO, b"agent.log").unwrap().ino, 0, 1000)
+            .unwrap()
+            .len(),
+        150
+    );
 }
 
 #[test]
@@ -116,7 +149,10 @@ fn workload_reproduces_fixture_byte_for_byte() {
         std::fs::create_dir_all("tests/fixtures").unwrap();
         std::fs::write(FIXTURE, workload()).unwrap();
     }
-    assert!(workload() == fixture(), "apply, record layout or Merkle hashing changed: the golden trace differs");
+    assert!(
+        workload() == fixture(),
+        "apply, record layout or Merkle hashing changed: the golden trace differs"
+    );
 }
 
 #[test]
@@ -166,6 +202,9 @@ fn root_mismatch_names_the_index() {
 #[test]
 fn truncated_or_foreign_input_is_refused() {
     let t = fixture();
-    assert!(matches!(replay(&t[..t.len() / 2]), Err(TraceError::Format(_))));
+    assert!(matches!(
+        replay(&t[..t.len() / 2]),
+        Err(TraceError::Format(_))
+    ));
     assert!(matches!(replay(b"NOTATRACE"), Err(TraceError::Format(_))));
 }

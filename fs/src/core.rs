@@ -187,7 +187,12 @@ fn eng(e: EngineError) -> Errno {
 impl Core {
     /// A core over `engine`, sending mutations to `committer`. `opens` must
     /// be the table the committer's leader consults.
-    pub fn new(engine: Engine, committer: Arc<dyn Committer>, opens: Arc<OpenTable>, config: FsConfig) -> Core {
+    pub fn new(
+        engine: Engine,
+        committer: Arc<dyn Committer>,
+        opens: Arc<OpenTable>,
+        config: FsConfig,
+    ) -> Core {
         Core {
             engine,
             committer,
@@ -290,7 +295,9 @@ impl Core {
 
     fn new_handle(&self, ino: Ino, kind: HandleKind) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(fh, Arc::new(Handle { ino, kind }));
+        self.handles
+            .lock()
+            .insert(fh, Arc::new(Handle { ino, kind }));
         fh
     }
 
@@ -350,7 +357,9 @@ impl Core {
         if self.opens.is_open(ino) || self.known.lock().get(&ino).is_some_and(|k| k.lookups > 0) {
             return;
         }
-        if !matches!(self.engine.node(ino), Ok(Some(n)) if n.nlink == 0) || self.committer.read_only() {
+        if !matches!(self.engine.node(ino), Ok(Some(n)) if n.nlink == 0)
+            || self.committer.read_only()
+        {
             return;
         }
         self.committer.submit(
@@ -376,7 +385,13 @@ impl Core {
 
     /// Builds the write op for a handle; `append` from the file's current
     /// flags (O_APPEND can be toggled with fcntl after open).
-    pub fn write_op(&self, fh: u64, offset: u64, data: &[u8], append: bool) -> Result<(Op, Payload), Errno> {
+    pub fn write_op(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        append: bool,
+    ) -> Result<(Op, Payload), Errno> {
         let h = self.handle(fh)?;
         if !matches!(h.kind, HandleKind::File { write: true }) {
             return Err(Errno::EBADF);
@@ -514,9 +529,21 @@ mod tests {
 
     fn core() -> (Core, Arc<Embedded>) {
         let backend = Arc::new(hsfs_engine::store::mem::MemBackend::new());
-        let engine = Engine::init(backend, None, hsfs_engine::WorkspaceId([1; 16]), (0o755, 0, 0), 1).unwrap();
+        let engine = Engine::init(
+            backend,
+            None,
+            hsfs_engine::WorkspaceId([1; 16]),
+            (0o755, 0, 0),
+            1,
+        )
+        .unwrap();
         let opens = Arc::new(OpenTable::default());
-        let c = Arc::new(Embedded::start(engine.clone(), CommitConfig::default(), opens.clone(), Origin::default()));
+        let c = Arc::new(Embedded::start(
+            engine.clone(),
+            CommitConfig::default(),
+            opens.clone(),
+            Origin::default(),
+        ));
         (Core::new(engine, c.clone(), opens, FsConfig::default()), c)
     }
 
@@ -548,7 +575,14 @@ mod tests {
         let (op, p) = core.write_op(fh, 0, b"data", false).unwrap();
         core.committer().commit(op, p).unwrap();
         core.committer()
-            .commit(Op::Unlink { parent: ROOT_INO, name: b"f".to_vec(), keep_orphan: false }, Payload::none())
+            .commit(
+                Op::Unlink {
+                    parent: ROOT_INO,
+                    name: b"f".to_vec(),
+                    keep_orphan: false,
+                },
+                Payload::none(),
+            )
             .unwrap();
         assert_eq!(core.read(fh, 0, 10).unwrap(), b"data");
         core.release(fh);
@@ -556,7 +590,9 @@ mod tests {
         assert!(core.engine().node(ino).unwrap().is_some());
         core.forget(ino, 1);
         // The reclaim is asynchronous; a barrier orders us after it.
-        core.committer().commit(Op::Fsync { ino: ROOT_INO }, Payload::none()).unwrap();
+        core.committer()
+            .commit(Op::Fsync { ino: ROOT_INO }, Payload::none())
+            .unwrap();
         assert!(core.engine().node(ino).unwrap().is_none());
         assert!(core.engine().orphans().unwrap().is_empty());
     }
@@ -586,7 +622,14 @@ mod tests {
         assert_eq!(seen, [".", "..", "a"]);
         // "b" is removed and "aa" added before the next call.
         core.committer()
-            .commit(Op::Unlink { parent: ROOT_INO, name: b"b".to_vec(), keep_orphan: false }, Payload::none())
+            .commit(
+                Op::Unlink {
+                    parent: ROOT_INO,
+                    name: b"b".to_vec(),
+                    keep_orphan: false,
+                },
+                Payload::none(),
+            )
             .unwrap();
         create(&core, "aa");
         core.readdir(fh, last, true, |_, item| {
@@ -598,7 +641,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, [".", "..", "a", "aa", "c", "d"]);
-        assert_eq!(core.readdir(fh, 999_999, false, |_, _| false), Err(Errno::EINVAL));
+        assert_eq!(
+            core.readdir(fh, 999_999, false, |_, _| false),
+            Err(Errno::EINVAL)
+        );
         core.releasedir(fh);
         assert_eq!(core.open_handles(), 0);
     }
@@ -614,7 +660,9 @@ mod tests {
         c.set_read_only(true);
         assert_eq!(core.open(ino, libc::O_WRONLY).unwrap_err(), Errno::EROFS);
         assert_eq!(
-            core.committer().commit(Op::Fsync { ino }, Payload::none()).unwrap_err(),
+            core.committer()
+                .commit(Op::Fsync { ino }, Payload::none())
+                .unwrap_err(),
             Errno::EROFS
         );
     }

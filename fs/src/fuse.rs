@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use hsfs_engine::chunks::Payload;
 use hsfs_engine::op::{Op, RenameMode, SetAttr, SetTime, XattrMode};
@@ -42,7 +42,11 @@ fn fe(e: Errno) -> fuser::Errno {
 
 fn time(t: Nanos) -> SystemTime {
     let d = Duration::from_nanos(t.unsigned_abs());
-    if t >= 0 { UNIX_EPOCH + d } else { UNIX_EPOCH - d }
+    if t >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - d
+    }
 }
 
 fn nanos(t: SystemTime) -> Nanos {
@@ -188,7 +192,9 @@ impl Filesystem for Fuse {
             Ok(n) => reply.entry(&self.ttl, &attr(&n), Generation(0)),
             // Every create of the name goes through a mount, which applies
             // it and invalidates the negative entry.
-            Err(Errno::ENOENT) if !self.ttl.is_zero() => reply.entry(&self.ttl, &negative_attr(), Generation(0)),
+            Err(Errno::ENOENT) if !self.ttl.is_zero() => {
+                reply.entry(&self.ttl, &negative_attr(), Generation(0))
+            }
             Err(e) => reply.error(fe(e)),
         }
     }
@@ -236,7 +242,10 @@ impl Filesystem for Fuse {
         let ttl = self.ttl;
         let ino = ino.0;
         self.core.mutate(
-            Op::SetAttr { ino, attr: attr_change },
+            Op::SetAttr {
+                ino,
+                attr: attr_change,
+            },
             Payload::none(),
             Box::new(move |r| match r.and_then(|_| core.getattr(ino)) {
                 Ok(n) => reply.attr(&ttl, &attr(&n)),
@@ -253,7 +262,16 @@ impl Filesystem for Fuse {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let _s = debug_span!("mknod", parent = parent.0, pid = req.pid()).entered();
         let kind = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => FileKind::File,
@@ -280,7 +298,15 @@ impl Filesystem for Fuse {
         }
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         let _s = debug_span!("mkdir", parent = parent.0, pid = req.pid()).entered();
         match name_of(name) {
             Ok(name) => self.entry_op(
@@ -315,12 +341,25 @@ impl Filesystem for Fuse {
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("rmdir", parent = parent.0, pid = req.pid()).entered();
         match name_of(name) {
-            Ok(name) => self.empty_op(Op::Rmdir { parent: parent.0, name }, reply),
+            Ok(name) => self.empty_op(
+                Op::Rmdir {
+                    parent: parent.0,
+                    name,
+                },
+                reply,
+            ),
             Err(e) => reply.error(fe(e)),
         }
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         let _s = debug_span!("symlink", parent = parent.0, pid = req.pid()).entered();
         match name_of(link_name) {
             Ok(name) => self.entry_op(
@@ -347,7 +386,13 @@ impl Filesystem for Fuse {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _s = debug_span!("rename", parent = parent.0, newparent = newparent.0, pid = req.pid()).entered();
+        let _s = debug_span!(
+            "rename",
+            parent = parent.0,
+            newparent = newparent.0,
+            pid = req.pid()
+        )
+        .entered();
         let mode = if flags.is_empty() {
             RenameMode::Replace
         } else if flags == RenameFlags::RENAME_NOREPLACE {
@@ -374,7 +419,14 @@ impl Filesystem for Fuse {
         }
     }
 
-    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         let _s = debug_span!("link", ino = ino.0, pid = req.pid()).entered();
         match name_of(newname) {
             Ok(name) => self.entry_op(
@@ -427,7 +479,14 @@ impl Filesystem for Fuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _s = debug_span!("write", ino = ino.0, offset, len = data.len(), pid = req.pid()).entered();
+        let _s = debug_span!(
+            "write",
+            ino = ino.0,
+            offset,
+            len = data.len(),
+            pid = req.pid()
+        )
+        .entered();
         let append = flags.0 & libc::O_APPEND != 0;
         let (op, payload) = match self.core.write_op(fh.0, offset, data, append) {
             Ok(x) => x,
@@ -449,7 +508,14 @@ impl Filesystem for Fuse {
         );
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // Every write is already committed when it returns.
         reply.ok();
     }
@@ -468,7 +534,14 @@ impl Filesystem for Fuse {
         reply.ok();
     }
 
-    fn fsync(&self, req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let _s = debug_span!("fsync", ino = ino.0, pid = req.pid()).entered();
         self.empty_op(Op::Fsync { ino: ino.0 }, reply);
     }
@@ -481,52 +554,103 @@ impl Filesystem for Fuse {
         }
     }
 
-    fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let _s = debug_span!("readdir", ino = ino.0, offset, pid = req.pid()).entered();
-        let r = self.core.readdir(fh.0, offset, false, |cookie, item| match item {
-            DirItem::Dots(n, i) => reply.add(INodeNo(i), cookie, FileType::Directory, n),
-            DirItem::Entry(e, _) => reply.add(INodeNo(e.ino), cookie, kind(e.kind), OsStr::from_bytes(&e.name)),
-        });
+        let r = self
+            .core
+            .readdir(fh.0, offset, false, |cookie, item| match item {
+                DirItem::Dots(n, i) => reply.add(INodeNo(i), cookie, FileType::Directory, n),
+                DirItem::Entry(e, _) => reply.add(
+                    INodeNo(e.ino),
+                    cookie,
+                    kind(e.kind),
+                    OsStr::from_bytes(&e.name),
+                ),
+            });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fe(e)),
         }
     }
 
-    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let _s = debug_span!("readdirplus", ino = ino.0, offset, pid = req.pid()).entered();
         let ttl = self.ttl;
         let core = &self.core;
-        let r = self.core.readdir(fh.0, offset, true, |cookie, item| match item {
-            DirItem::Dots(n, i) => match core.getattr(i) {
-                // "." and ".." are not counted as lookups by the kernel.
-                Ok(node) => reply.add(INodeNo(i), cookie, n, &Duration::ZERO, &attr(&node), Generation(0)),
-                Err(_) => false,
-            },
-            DirItem::Entry(e, Some(node)) => {
-                reply.add(INodeNo(e.ino), cookie, OsStr::from_bytes(&e.name), &ttl, &attr(node), Generation(0))
-            }
-            DirItem::Entry(_, None) => false,
-        });
+        let r = self
+            .core
+            .readdir(fh.0, offset, true, |cookie, item| match item {
+                DirItem::Dots(n, i) => match core.getattr(i) {
+                    // "." and ".." are not counted as lookups by the kernel.
+                    Ok(node) => reply.add(
+                        INodeNo(i),
+                        cookie,
+                        n,
+                        &Duration::ZERO,
+                        &attr(&node),
+                        Generation(0),
+                    ),
+                    Err(_) => false,
+                },
+                DirItem::Entry(e, Some(node)) => reply.add(
+                    INodeNo(e.ino),
+                    cookie,
+                    OsStr::from_bytes(&e.name),
+                    &ttl,
+                    &attr(node),
+                    Generation(0),
+                ),
+                DirItem::Entry(_, None) => false,
+            });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fe(e)),
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.core.releasedir(fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let _s = debug_span!("fsyncdir", ino = ino.0, pid = req.pid()).entered();
         self.empty_op(Op::Fsync { ino: ino.0 }, reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let s = self.core.engine().statfs();
-        reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize);
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+        );
     }
 
     fn setxattr(
@@ -610,7 +734,16 @@ impl Filesystem for Fuse {
         }
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let _s = debug_span!("create", parent = parent.0, pid = req.pid()).entered();
         let name = match name_of(name) {
             Ok(n) => n,
@@ -645,7 +778,16 @@ impl Filesystem for Fuse {
         );
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _o: u64, _l: u64, _m: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _o: u64,
+        _l: u64,
+        _m: i32,
+        reply: ReplyEmpty,
+    ) {
         // Not replicated in V1 (SPEC 6): the same answer on every worker.
         reply.error(fuser::Errno::EOPNOTSUPP);
     }

@@ -46,7 +46,10 @@ impl KernelCache for NotifierCache {
 
     fn inval_entry(&self, parent: Ino, name: &[u8]) {
         use std::os::unix::ffi::OsStrExt;
-        if let Err(e) = self.0.inval_entry(INodeNo(parent), std::ffi::OsStr::from_bytes(name)) {
+        if let Err(e) = self
+            .0
+            .inval_entry(INodeNo(parent), std::ffi::OsStr::from_bytes(name))
+        {
             tracing::warn!(parent, error = %e, "inval_entry failed");
         }
     }
@@ -83,7 +86,9 @@ impl Mounted {
             tracing::warn!(error = %e, mountpoint = %self.mountpoint.display(), "unmount failed; detaching lazily");
             r = detach(&self.mountpoint);
         }
-        let joined = t.join().unwrap_or_else(|_| Err(std::io::Error::other("FUSE session thread panicked")));
+        let joined = t
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("FUSE session thread panicked")));
         r.and(joined)
     }
 
@@ -106,7 +111,8 @@ impl Drop for Mounted {
 }
 
 fn detach(mountpoint: &Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
     // SAFETY: `c` is a valid NUL-terminated path.
     if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
         return Ok(());

@@ -115,7 +115,11 @@ mod tests {
                 assert_eq!(p.child(nibble(&key, d)), NodePath::of_key(&key, d + 1));
             }
         }
-        assert_eq!(NodePath::from_key(&[3, 0xab, 0xc1]), None, "stray low nibble");
+        assert_eq!(
+            NodePath::from_key(&[3, 0xab, 0xc1]),
+            None,
+            "stray low nibble"
+        );
         assert_eq!(NodePath::from_key(&[2, 0xab, 0xc0]), None, "wrong length");
     }
 }

@@ -21,7 +21,10 @@ fn branch(items: &[(Hash, Hash)], depth: usize) -> Branch {
     let mut rest = items;
     while let Some((first, _)) = rest.first() {
         let nib = nibble(first, depth);
-        let n = rest.iter().take_while(|(k, _)| nibble(k, depth) == nib).count();
+        let n = rest
+            .iter()
+            .take_while(|(k, _)| nibble(k, depth) == nib)
+            .count();
         let (group, tail) = rest.split_at(n);
         b.children[nib] = match group {
             [(k, v)] => Child::Leaf {
@@ -55,12 +58,19 @@ pub fn branches_from_sorted(items: &[(Hash, Hash)]) -> Vec<(crate::NodePath, Bra
     out
 }
 
-fn collect(items: &[(Hash, Hash)], depth: usize, out: &mut Vec<(crate::NodePath, Branch)>) -> Branch {
+fn collect(
+    items: &[(Hash, Hash)],
+    depth: usize,
+    out: &mut Vec<(crate::NodePath, Branch)>,
+) -> Branch {
     let mut b = Branch::default();
     let mut rest = items;
     while let Some((first, _)) = rest.first() {
         let nib = nibble(first, depth);
-        let n = rest.iter().take_while(|(k, _)| nibble(k, depth) == nib).count();
+        let n = rest
+            .iter()
+            .take_while(|(k, _)| nibble(k, depth) == nib)
+            .count();
         let (group, tail) = rest.split_at(n);
         b.children[nib] = match group {
             [(k, v)] => Child::Leaf {

@@ -225,7 +225,8 @@ impl Trie {
                 pb.children[slot] = Child::Branch { hash: h };
                 self.pending.insert(parent, Some(pb));
             }
-            self.stale.insert((std::cmp::Reverse(parent.depth()), parent));
+            self.stale
+                .insert((std::cmp::Reverse(parent.depth()), parent));
         }
         Ok(self.branch(store, &NodePath::ROOT)?.hash())
     }
@@ -357,8 +358,12 @@ mod tests {
             store.apply(trie.take_writes());
             let sorted: Vec<_> = model.iter().map(|(a, b)| (*a, *b)).collect();
             assert_eq!(root, root_from_sorted(&sorted));
-            let canonical: BTreeMap<_, _> = crate::branches_from_sorted(&sorted).into_iter().collect();
-            assert_eq!(canonical, store.nodes, "stored branches are the canonical ones");
+            let canonical: BTreeMap<_, _> =
+                crate::branches_from_sorted(&sorted).into_iter().collect();
+            assert_eq!(
+                canonical, store.nodes,
+                "stored branches are the canonical ones"
+            );
         }
         // A fresh trie over the persisted store agrees (no hidden cache state).
         let root = Trie::new(0).root(&store).unwrap();

@@ -25,22 +25,29 @@ pub fn which(prog: &str) -> Option<std::path::PathBuf> {
 pub fn fuse_available() -> Result<()> {
     let dev = Path::new("/dev/fuse");
     if !dev.exists() {
-        bail!("/dev/fuse does not exist: load the fuse kernel module (modprobe fuse) or run where FUSE is available");
+        bail!(
+            "/dev/fuse does not exist: load the fuse kernel module (modprobe fuse) or run where FUSE is available"
+        );
     }
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(dev)
-        .with_context(|| "cannot open /dev/fuse (permission denied? run as root or join the fuse group)")?;
+        .with_context(
+            || "cannot open /dev/fuse (permission denied? run as root or join the fuse group)",
+        )?;
     if !is_root() && which("fusermount3").is_none() && which("fusermount").is_none() {
-        bail!("fusermount3 not found: install the fuse3 package (apt-get install fuse3) or mount as root");
+        bail!(
+            "fusermount3 not found: install the fuse3 package (apt-get install fuse3) or mount as root"
+        );
     }
     Ok(())
 }
 
 /// Whether `path` is a mount point, from /proc/self/mountinfo.
 pub fn is_mount_point(path: &Path) -> Result<bool> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let want = path.to_string_lossy();
     Ok(info
         .lines()
@@ -77,13 +84,19 @@ pub fn mountpoint_usable(mp: &Path) -> Result<()> {
             mp.display()
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("{}: mount point does not exist (create it with mkdir)", mp.display())
+            bail!(
+                "{}: mount point does not exist (create it with mkdir)",
+                mp.display()
+            )
         }
         Err(e) => bail!("{}: {e}", mp.display()),
         Ok(m) if !m.is_dir() => bail!("{}: mount point is not a directory", mp.display()),
         Ok(_) => {
             if is_mount_point(mp)? {
-                bail!("{}: something is already mounted there (unmount it first)", mp.display());
+                bail!(
+                    "{}: something is already mounted there (unmount it first)",
+                    mp.display()
+                );
             }
             if std::fs::read_dir(mp)?.next().is_some() {
                 bail!("{}: mount point is not empty", mp.display());
@@ -107,12 +120,16 @@ mod tests {
     fn mountpoint_errors() {
         let d = tempfile::tempdir().unwrap();
         assert!(mountpoint_usable(d.path()).is_ok());
-        let msg = mountpoint_usable(&d.path().join("nope")).unwrap_err().to_string();
+        let msg = mountpoint_usable(&d.path().join("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("does not exist"), "{msg}");
         std::fs::write(d.path().join("f"), b"x").unwrap();
         let msg = mountpoint_usable(d.path()).unwrap_err().to_string();
         assert!(msg.contains("not empty"), "{msg}");
-        let msg = mountpoint_usable(&d.path().join("f")).unwrap_err().to_string();
+        let msg = mountpoint_usable(&d.path().join("f"))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("not a directory"), "{msg}");
         assert!(is_mount_point(Path::new("/")).unwrap());
     }

@@ -41,7 +41,8 @@ impl Server {
     pub fn start(state_dir: &Path, handler: Arc<dyn Handler>) -> Result<Server> {
         let path = socket_path(state_dir);
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+        let listener =
+            UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::Builder::new()
@@ -87,7 +88,8 @@ fn serve_one(conn: UnixStream, h: &dyn Handler) -> Result<()> {
         Some("status") => h.status(),
         Some("log") => {
             let tail = req.get("tail").and_then(Value::as_u64).unwrap_or(20);
-            h.log(tail).unwrap_or_else(|e| json!({"error": e.to_string()}))
+            h.log(tail)
+                .unwrap_or_else(|e| json!({"error": e.to_string()}))
         }
         _ => json!({"error": "unknown request"}),
     };
@@ -102,7 +104,12 @@ pub fn request(state_dir: &Path, req: &Value) -> Result<Option<Value>> {
     let path = socket_path(state_dir);
     let conn = match UnixStream::connect(&path) {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
             return Ok(None);
         }
         Err(e) => return Err(anyhow!("{}: {e}", path.display())),
@@ -112,7 +119,8 @@ pub fn request(state_dir: &Path, req: &Value) -> Result<Option<Value>> {
     writeln!(w, "{req}")?;
     let mut line = String::new();
     BufReader::new(&conn).read_line(&mut line)?;
-    let v: Value = serde_json::from_str(&line).context("bad reply from the mount's control socket")?;
+    let v: Value =
+        serde_json::from_str(&line).context("bad reply from the mount's control socket")?;
     if let Some(e) = v.get("error").and_then(Value::as_str) {
         return Err(anyhow!("mount reported: {e}"));
     }

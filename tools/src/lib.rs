@@ -10,8 +10,9 @@ use std::path::Path;
 /// Initializes logging to stderr from `RUST_LOG` (default: info for hsfs
 /// crates, warnings for the rest).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,hsfs=info,hsfs_fs=info,hsfs_engine=info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,hsfs=info,hsfs_fs=info,hsfs_engine=info")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

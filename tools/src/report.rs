@@ -65,7 +65,11 @@ pub fn op_path(engine: &Engine, op: &Op) -> String {
             new_parent,
             new_name,
             ..
-        } => format!("{} -> {}", join(engine, *parent, name), join(engine, *new_parent, new_name)),
+        } => format!(
+            "{} -> {}",
+            join(engine, *parent, name),
+            join(engine, *new_parent, new_name)
+        ),
         Op::Write { ino, .. }
         | Op::SetAttr { ino, .. }
         | Op::SetXattr { ino, .. }
@@ -95,7 +99,11 @@ pub fn entry_json(engine: &Engine, e: &LogEntry) -> Value {
 pub fn log_json(engine: &Engine, tail: u64) -> anyhow::Result<Vec<Value>> {
     let last = engine.applied_index();
     let from = last.saturating_sub(tail.saturating_sub(1)).max(1);
-    Ok(engine.log_range(from, last)?.iter().map(|e| entry_json(engine, e)).collect())
+    Ok(engine
+        .log_range(from, last)?
+        .iter()
+        .map(|e| entry_json(engine, e))
+        .collect())
 }
 
 /// Status figures of an engine.
@@ -144,7 +152,10 @@ fn plain(v: &Value) -> String {
 
 /// Prints log entries as a table.
 pub fn print_log(entries: &[Value]) {
-    println!("{:>8}  {:<30}  {:<16}  {:<11}  {:<16}  path", "index", "time", "agent", "op", "root");
+    println!(
+        "{:>8}  {:<30}  {:<16}  {:<11}  {:<16}  path",
+        "index", "time", "agent", "op", "root"
+    );
     for e in entries {
         let s = |k: &str| e.get(k).map(plain).unwrap_or_default();
         let agent = match (s("agent").as_str(), s("worker").as_str()) {
@@ -171,8 +182,14 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(fmt_time(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(fmt_time(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(
+            fmt_time(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
         assert_eq!(fmt_time(-1), "1969-12-31T23:59:59.999999999Z");
-        assert_eq!(fmt_time(951_782_400_000_000_000), "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(
+            fmt_time(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
     }
 }

@@ -112,7 +112,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         FsConfig { cache: args.cache },
     ));
     if !args.read_only {
-        let n = core.reclaim_stale_orphans().map_err(|e| anyhow::anyhow!("reclaiming orphans: {e}"))?;
+        let n = core
+            .reclaim_stale_orphans()
+            .map_err(|e| anyhow::anyhow!("reclaiming orphans: {e}"))?;
         if n > 0 {
             tracing::info!(orphans = n, "reclaimed files left open by the previous run");
         }
@@ -134,7 +136,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let server = control::Server::start(&args.state_dir, live)?;
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     let sig_handle = signals.handle();
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {

@@ -71,14 +71,22 @@ fn punch(txn: &mut Txn, ino: Ino, start: u64, end: u64) -> Result<(), Fail> {
     Ok(())
 }
 
-pub(super) fn write(st: &mut State, ino: Ino, at: WriteAt, chunks: &[ChunkRef]) -> Result<OpResult, Fail> {
+pub(super) fn write(
+    st: &mut State,
+    ino: Ino,
+    at: WriteAt,
+    chunks: &[ChunkRef],
+) -> Result<OpResult, Fail> {
     let mut n = st.get(ino)?;
     match n.kind {
         FileKind::File => {}
         FileKind::Dir => return Err(Errno::EISDIR.into()),
         _ => return Err(Errno::EINVAL.into()),
     }
-    if chunks.iter().any(|c| c.len == 0 || c.len as usize > CHUNK_MAX) {
+    if chunks
+        .iter()
+        .any(|c| c.len == 0 || c.len as usize > CHUNK_MAX)
+    {
         return Err(Errno::EINVAL.into());
     }
     let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();

@@ -228,7 +228,11 @@ pub(super) fn rename(
             if dst_kind == FileKind::Dir && is_within(st, parent, dst_ino)? {
                 return Err(Errno::EINVAL.into());
             }
-            return exchange(st, (parent, name, src, src_kind), (new_parent, new_name, dst_ino, dst_kind));
+            return exchange(
+                st,
+                (parent, name, src, src_kind),
+                (new_parent, new_name, dst_ino, dst_kind),
+            );
         }
         match (src_kind == FileKind::Dir, dst_kind == FileKind::Dir) {
             (true, false) => return Err(Errno::ENOTDIR.into()),
@@ -303,8 +307,10 @@ fn exchange(
     );
     st.txn.delete(Space::Links, keys::link_key(i1, p1, n1));
     st.txn.delete(Space::Links, keys::link_key(i2, p2, n2));
-    st.txn.put(Space::Links, keys::link_key(i1, p2, n2), Vec::new());
-    st.txn.put(Space::Links, keys::link_key(i2, p1, n1), Vec::new());
+    st.txn
+        .put(Space::Links, keys::link_key(i1, p2, n2), Vec::new());
+    st.txn
+        .put(Space::Links, keys::link_key(i2, p1, n1), Vec::new());
     for (p, delta) in [(p1, -d1), (p2, d1)] {
         let mut d = st.dir(p)?;
         if p1 != p2 {

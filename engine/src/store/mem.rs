@@ -110,7 +110,10 @@ impl MemBackend {
     /// Every key of a space (test helper).
     #[must_use]
     pub fn keys(&self, space: Space) -> Vec<Vec<u8>> {
-        self.inner.lock().live[space.idx()].keys().cloned().collect()
+        self.inner.lock().live[space.idx()]
+            .keys()
+            .cloned()
+            .collect()
     }
 }
 

@@ -177,7 +177,10 @@ impl H {
     }
 
     pub fn lookup(&self, parent: Ino, name: &str) -> Option<Ino> {
-        self.engine.lookup(parent, name.as_bytes()).ok().map(|n| n.ino)
+        self.engine
+            .lookup(parent, name.as_bytes())
+            .ok()
+            .map(|n| n.ino)
     }
 
     pub fn fsck(&self) {

@@ -14,7 +14,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "hsfs-fsck", version, about = "Verify an hsfs store: chunks, structure, log, Merkle root")]
+#[command(
+    name = "hsfs-fsck",
+    version,
+    about = "Verify an hsfs store: chunks, structure, log, Merkle root"
+)]
 struct Cli {
     /// State directory (must not be mounted).
     state_dir: PathBuf,
@@ -38,7 +42,10 @@ fn main() -> ExitCode {
     };
     let bar = if !cli.json && std::io::stderr().is_terminal() {
         let b = ProgressBar::new_spinner();
-        b.set_style(ProgressStyle::with_template("{spinner} {msg} {pos} checked [{elapsed}]").expect("template"));
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {pos} checked [{elapsed}]")
+                .expect("template"),
+        );
         Some(b)
     } else {
         None
@@ -61,7 +68,10 @@ fn main() -> ExitCode {
     let report = match report {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("hsfs-fsck: {}: cannot read the store: {e}", cli.state_dir.display());
+            eprintln!(
+                "hsfs-fsck: {}: cannot read the store: {e}",
+                cli.state_dir.display()
+            );
             return ExitCode::from(2);
         }
     };
@@ -96,18 +106,30 @@ fn main() -> ExitCode {
     } else {
         let s = &report.stats;
         for p in &report.problems {
-            println!("PROBLEM {:<22} {}:{}  {}", p.kind, p.space, p.key, p.message);
+            println!(
+                "PROBLEM {:<22} {}:{}  {}",
+                p.kind, p.space, p.key, p.message
+            );
         }
         if let Some((pp, verified)) = &proof {
             match verified {
-                Ok(()) => println!("proof of {} ({} records) verifies against root {}", pp.path, pp.records.len(), pp.root),
+                Ok(()) => println!(
+                    "proof of {} ({} records) verifies against root {}",
+                    pp.path,
+                    pp.records.len(),
+                    pp.root
+                ),
                 Err(e) => println!("PROBLEM proof of {}: {e}", pp.path),
             }
         }
         println!(
             "{}: {} — index {}, root {}, {} nodes, {} entries, {} extents, {} chunks ({} bytes), {} log entries",
             cli.state_dir.display(),
-            if clean { "clean".to_string() } else { format!("{} problems", report.problems.len()) },
+            if clean {
+                "clean".to_string()
+            } else {
+                format!("{} problems", report.problems.len())
+            },
             s.applied_index,
             s.root_computed,
             s.nodes,
@@ -118,5 +140,9 @@ fn main() -> ExitCode {
             s.log_entries
         );
     }
-    if clean { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

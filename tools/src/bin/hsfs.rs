@@ -180,7 +180,11 @@ fn main() -> Result<()> {
     hsfs_tools::init_logging();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Init { state_dir, owner, mode } => init(&state_dir, owner, &mode),
+        Cmd::Init {
+            state_dir,
+            owner,
+            mode,
+        } => init(&state_dir, owner, &mode),
         Cmd::Mount {
             state_dir,
             mountpoint,
@@ -227,14 +231,20 @@ fn main() -> Result<()> {
                 None => {
                     let m = local_mounts();
                     if m.is_empty() {
-                        bail!("no hsfs mount on this host; name a state directory: hsfs status STATE_DIR");
+                        bail!(
+                            "no hsfs mount on this host; name a state directory: hsfs status STATE_DIR"
+                        );
                     }
                     m.into_iter().map(|(_, s)| s).collect()
                 }
             };
             let all: Vec<_> = dirs.iter().map(|d| status_of(d)).collect::<Result<_>>()?;
             if json {
-                let v = if all.len() == 1 { all[0].clone() } else { json!(all) };
+                let v = if all.len() == 1 {
+                    all[0].clone()
+                } else {
+                    json!(all)
+                };
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for (i, v) in all.iter().enumerate() {
@@ -246,9 +256,14 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Log { state_dir, tail, json } => {
+        Cmd::Log {
+            state_dir,
+            tail,
+            json,
+        } => {
             let state_dir = absolute(&state_dir);
-            let entries = match control::request(&state_dir, &json!({"cmd": "log", "tail": tail}))? {
+            let entries = match control::request(&state_dir, &json!({"cmd": "log", "tail": tail}))?
+            {
                 Some(serde_json::Value::Array(a)) => a,
                 Some(_) => bail!("unexpected reply from the mount"),
                 None => {
@@ -266,8 +281,10 @@ fn main() -> Result<()> {
         Cmd::Env { scratch } => {
             // SAFETY: getuid has no preconditions.
             let uid = unsafe { libc::getuid() };
-            let scratch = scratch.unwrap_or_else(|| PathBuf::from(format!("/var/tmp/hsfs-scratch-{uid}")));
-            std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+            let scratch =
+                scratch.unwrap_or_else(|| PathBuf::from(format!("/var/tmp/hsfs-scratch-{uid}")));
+            std::fs::create_dir_all(&scratch)
+                .with_context(|| format!("creating {}", scratch.display()))?;
             let s = absolute(&scratch);
             let vars = [
                 ("XDG_CACHE_HOME", "xdg-cache"),
@@ -286,7 +303,10 @@ fn main() -> Result<()> {
                 ("GRADLE_USER_HOME", "gradle"),
                 ("TMPDIR", "tmp"),
             ];
-            println!("# hsfs: tool caches on local scratch ({}), not in the replicated workspace", s.display());
+            println!(
+                "# hsfs: tool caches on local scratch ({}), not in the replicated workspace",
+                s.display()
+            );
             for (var, sub) in vars {
                 let dir = s.join(sub);
                 std::fs::create_dir_all(&dir)?;
