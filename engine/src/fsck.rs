@@ -439,7 +439,7 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
             FileKind::Dir => 2 + n.subdirs as u32,
             _ => n.names as u32,
         };
-        if n.nlink != expected && !(ino == ROOT_INO && n.nlink == expected) {
+        if n.nlink != expected {
             problems.push((
                 "nlink-mismatch",
                 key,

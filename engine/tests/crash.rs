@@ -160,7 +160,7 @@ fn failed_commit_poisons_then_recovers() {
         for wave in list.chunks(10) {
             seen.extend(submit_all(&h.committer, wave));
         }
-        assert!(seen.iter().any(|r| *r == Err(Errno::EIO)), "{seen:?}");
+        assert!(seen.contains(&Err(Errno::EIO)), "{seen:?}");
         assert!(h.engine.is_poisoned());
         check_reopened(h.backend.crash_image(), &list, &seen);
     }
@@ -190,7 +190,7 @@ fn child_commit_loop() {
             seq += 1;
             let data = format!("payload {seq}").into_bytes();
             let (chunks, bytes) = chunked(0, &data);
-            let (op, bytes) = if seq % 2 == 0 {
+            let (op, bytes) = if seq.is_multiple_of(2) {
                 (
                     Op::Mkdir {
                         parent: ROOT_INO,

@@ -65,7 +65,7 @@ pub fn empty_root() -> Hash {
 #[must_use]
 pub fn nibble(key: &Hash, depth: usize) -> usize {
     let b = key[depth / 2];
-    if depth % 2 == 0 {
+    if depth.is_multiple_of(2) {
         (b >> 4) as usize
     } else {
         (b & 0x0f) as usize

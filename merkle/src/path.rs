@@ -47,7 +47,7 @@ impl NodePath {
         let d = self.depth();
         assert!(d < MAX_DEPTH, "cannot descend below depth {MAX_DEPTH}");
         let mut prefix = self.prefix;
-        if d % 2 == 0 {
+        if d.is_multiple_of(2) {
             prefix[d / 2] = (nib as u8) << 4;
         } else {
             prefix[d / 2] |= nib as u8;

@@ -54,7 +54,7 @@ pub fn branches_from_sorted(items: &[(Hash, Hash)]) -> Vec<(crate::NodePath, Bra
     if root.count() > 0 {
         out.push((crate::NodePath::ROOT, root));
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by_key(|a| a.0);
     out
 }
 

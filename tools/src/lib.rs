@@ -1,5 +1,6 @@
 //! Shared pieces of the hsfs command-line tools.
 
+pub mod bench;
 pub mod checks;
 pub mod control;
 pub mod report;

@@ -47,9 +47,9 @@ impl FjallBackend {
             let ks = db.keyspace(s.name(), move || {
                 let o = KeyspaceCreateOptions::default();
                 if s == Space::Chunks {
-                    let mut kv = KvSeparationOptions::default();
-                    kv.separation_threshold = threshold;
-                    o.with_kv_separation(Some(kv))
+                    o.with_kv_separation(Some(
+                        KvSeparationOptions::default().separation_threshold(threshold),
+                    ))
                 } else {
                     o
                 }

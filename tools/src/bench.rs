@@ -1,0 +1,183 @@
+//! Measurement helpers shared by the `hsfs-bench` workloads.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Latency samples of one workload.
+#[derive(Default, Clone)]
+pub struct Samples {
+    v: Vec<Duration>,
+}
+
+impl Samples {
+    /// Records one sample.
+    pub fn push(&mut self, d: Duration) {
+        self.v.push(d);
+    }
+
+    /// Times `f` and records it.
+    pub fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let r = f();
+        self.v.push(t.elapsed());
+        r
+    }
+
+    /// The q-quantile (0..=1), nearest rank.
+    #[must_use]
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.v.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut s = self.v.clone();
+        s.sort_unstable();
+        let i = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
+        s[i]
+    }
+
+    /// Median.
+    #[must_use]
+    pub fn p50(&self) -> Duration {
+        self.quantile(0.5)
+    }
+
+    /// 99th percentile.
+    #[must_use]
+    pub fn p99(&self) -> Duration {
+        self.quantile(0.99)
+    }
+
+    /// Number of samples.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.v.len()
+    }
+
+    /// Whether empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.v.is_empty()
+    }
+}
+
+/// Microseconds with two decimals.
+#[must_use]
+pub fn us(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e8).round() / 100.0
+}
+
+/// p50/p99 of a small append + fdatasync on the filesystem of `dir`: the
+/// floor of any durable commit there.
+pub fn fdatasync_floor(dir: &Path, n: usize) -> std::io::Result<Samples> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".hsfs-bench-fdatasync");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
+    let mut s = Samples::default();
+    let rec = [b'x'; 100];
+    for _ in 0..n {
+        let t = Instant::now();
+        f.write_all(&rec)?;
+        // SAFETY: valid fd.
+        if unsafe { libc::fdatasync(f.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        s.push(t.elapsed());
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(s)
+}
+
+/// A table printer that also collects rows as JSON.
+pub struct Table {
+    title: String,
+    cols: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    json: Vec<Value>,
+}
+
+impl Table {
+    /// A table with a title and column headers (the first is the row name).
+    #[must_use]
+    pub fn new(title: &str, cols: &[&'static str]) -> Table {
+        Table {
+            title: title.into(),
+            cols: cols.to_vec(),
+            rows: Vec::new(),
+            json: Vec::new(),
+        }
+    }
+
+    /// Adds a row; `values` are shown as given and stored as JSON.
+    pub fn row(&mut self, name: &str, values: &[(&'static str, Value)]) {
+        let mut r = vec![name.to_string()];
+        for (_, v) in values {
+            r.push(match v {
+                Value::Number(n) if n.is_f64() => format!("{:.2}", n.as_f64().unwrap_or(0.0)),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+        }
+        self.rows.push(r);
+        let mut o = serde_json::Map::new();
+        o.insert("name".into(), json!(name));
+        for (k, v) in values {
+            o.insert((*k).into(), v.clone());
+        }
+        self.json.push(Value::Object(o));
+    }
+
+    /// Prints the table.
+    pub fn print(&self) {
+        println!("\n## {}", self.title);
+        let widths: Vec<usize> = (0..self.cols.len())
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(i).map_or(0, String::len))
+                    .chain([self.cols[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<&str>| {
+            let s: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == 0 {
+                        format!("{c:<w$}", w = widths[i])
+                    } else {
+                        format!("{c:>w$}", w = widths[i])
+                    }
+                })
+                .collect();
+            println!("| {} |", s.join(" | "));
+        };
+        line(self.cols.clone());
+        println!(
+            "|{}|",
+            widths
+                .iter()
+                .map(|w| "-".repeat(w + 2))
+                .collect::<Vec<_>>()
+                .join("|")
+        );
+        for r in &self.rows {
+            line(r.iter().map(String::as_str).collect());
+        }
+    }
+
+    /// The table as JSON.
+    #[must_use]
+    pub fn to_json(&self) -> Value {
+        json!({"title": self.title, "rows": self.json})
+    }
+}
