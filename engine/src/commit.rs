@@ -127,6 +127,9 @@ pub struct CommitStats {
     pub rejected: AtomicU64,
 }
 
+/// The group-commit pipeline under its descriptive name.
+pub type GroupCommit = Committer;
+
 /// Handle to the commit thread.
 pub struct Committer {
     tx: Option<Sender<Submission>>,

@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod chunks;
 pub mod commit;
+pub mod committer;
 pub mod engine;
 pub mod errno;
 pub mod failpoint;

@@ -163,9 +163,10 @@ impl Engine {
         Ok(n.target)
     }
 
-    /// One xattr value; ENODATA if absent.
+    /// One xattr value; ENODATA if absent, errors of a bad name as setxattr.
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Value, EngineError> {
         self.getattr(ino)?;
+        crate::types::check_xattr_name(name).map_err(EngineError::Errno)?;
         self.backend()
             .get(Space::Xattrs, &keys::xattr_key(ino, name))?
             .ok_or(EngineError::Errno(Errno::ENODATA))

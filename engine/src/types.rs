@@ -212,6 +212,23 @@ pub struct DirEntry {
     pub kind: FileKind,
 }
 
+/// Checks an xattr name as Linux does: 1..=255 bytes without NUL (else
+/// ERANGE), in a known namespace (else EOPNOTSUPP), with a non-empty name
+/// after the prefix (else EINVAL).
+pub fn check_xattr_name(name: &[u8]) -> Result<(), crate::Errno> {
+    if name.is_empty() || name.len() > XATTR_NAME_MAX || name.contains(&0) {
+        return Err(crate::Errno::ERANGE);
+    }
+    const NAMESPACES: [&[u8]; 4] = [b"user.", b"trusted.", b"security.", b"system."];
+    let Some(prefix) = NAMESPACES.iter().find(|p| name.starts_with(p)) else {
+        return Err(crate::Errno::ENOTSUP);
+    };
+    if name.len() == prefix.len() {
+        return Err(crate::Errno::EINVAL);
+    }
+    Ok(())
+}
+
 /// Checks a name component: non-empty, no `/` or NUL, not `.` or `..`, at
 /// most [`NAME_MAX`] bytes.
 pub fn check_name(name: &[u8]) -> Result<(), crate::Errno> {

@@ -26,7 +26,7 @@ use hsfs_engine::op::{Ack, Op, OpResult, WriteAt};
 use hsfs_engine::{DirEntry, Engine, EngineError, Errno, FileKind, Ino, Node};
 use parking_lot::Mutex;
 
-use crate::committer::Committer;
+use hsfs_engine::committer::Committer;
 
 /// Kernel cache behaviour of the mount (SPEC 7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +174,11 @@ pub struct Core {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     kernel: OnceLock<Arc<dyn KernelCache>>,
+    /// Last attributes of inodes deleted while the kernel still holds them
+    /// (an fd of a removed directory or FIFO, an O_PATH fd): `fstat` keeps
+    /// working, with nlink 0, until the kernel forgets the inode. Local to
+    /// this mount, never replicated.
+    ghosts: Mutex<HashMap<Ino, Node>>,
     config: FsConfig,
 }
 
@@ -201,6 +206,7 @@ impl Core {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             kernel: OnceLock::new(),
+            ghosts: Mutex::new(HashMap::new()),
             config,
         }
     }
@@ -261,13 +267,38 @@ impl Core {
             }
         };
         if gone {
+            self.ghosts.lock().remove(&ino);
             self.maybe_reclaim(ino);
         }
     }
 
-    /// Attributes of an inode.
+    /// Attributes of an inode (or of a deleted one the kernel still holds).
     pub fn getattr(&self, ino: Ino) -> Result<Node, Errno> {
-        self.engine.getattr(ino).map_err(eng)
+        match self.engine.getattr(ino) {
+            Err(e) if e.errno() == Errno::ENOENT => {
+                self.ghosts.lock().get(&ino).cloned().ok_or(Errno::ENOENT)
+            }
+            r => r.map_err(eng),
+        }
+    }
+
+    /// The node a removal of `parent/name` is about to delete (taken before
+    /// submitting the unlink, rmdir or replacing rename).
+    #[must_use]
+    pub fn removal_target(&self, parent: Ino, name: &[u8]) -> Option<Node> {
+        self.engine.lookup(parent, name).ok()
+    }
+
+    /// After a committed removal: if it deleted a node the kernel still
+    /// holds, keep its last attributes as a ghost.
+    pub fn removed(&self, target: Option<Node>, ack: &Ack) {
+        let Some(mut n) = target else { return };
+        if !matches!(self.engine.node(n.ino), Ok(None)) || !self.known.lock().contains_key(&n.ino) {
+            return;
+        }
+        n.nlink = 0;
+        n.ctime = ack.committed_at;
+        self.ghosts.lock().insert(n.ino, n);
     }
 
     /// Looks up a name; on success the kernel now holds the inode.
@@ -352,9 +383,13 @@ impl Core {
         }
     }
 
-    /// Deletes `ino` if it is an orphan that nothing holds any more.
+    /// Deletes `ino` if it is an orphan that nothing holds any more (when
+    /// this mount is the one that reclaims; workers leave it to the leader).
     pub fn maybe_reclaim(&self, ino: Ino) {
-        if self.opens.is_open(ino) || self.known.lock().get(&ino).is_some_and(|k| k.lookups > 0) {
+        if !self.committer.reclaims_orphans()
+            || self.opens.is_open(ino)
+            || self.known.lock().get(&ino).is_some_and(|k| k.lookups > 0)
+        {
             return;
         }
         if !matches!(self.engine.node(ino), Ok(Some(n)) if n.nlink == 0)

@@ -56,6 +56,31 @@ fn nanos(t: SystemTime) -> Nanos {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pre_epoch_setattr_times_are_recovered() {
+        // What fuser hands us for (secs, nsecs) = (-1, 999_999_999) and
+        // (-1_000_000, 500): EPOCH - (|secs| s + nsecs).
+        let garbled = UNIX_EPOCH - Duration::new(1, 999_999_999);
+        assert_eq!(setattr_nanos(garbled), -1_000_000_000 + 999_999_999);
+        let garbled = UNIX_EPOCH - Duration::new(1_000_000, 500);
+        assert_eq!(setattr_nanos(garbled), -1_000_000_000_000_000 + 500);
+        assert_eq!(
+            setattr_nanos(UNIX_EPOCH - Duration::from_secs(5)),
+            -5_000_000_000
+        );
+        assert_eq!(
+            setattr_nanos(UNIX_EPOCH + Duration::new(3, 7)),
+            3_000_000_007
+        );
+        // And attr() encodes such times back correctly.
+        assert_eq!(nanos(time(-1)), -1);
+    }
+}
+
 fn kind(k: FileKind) -> FileType {
     match k {
         FileKind::File => FileType::RegularFile,
@@ -132,7 +157,23 @@ fn fopen(m: OpenMode) -> FopenFlags {
 fn set_time(t: TimeOrNow) -> SetTime {
     match t {
         TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(t) => SetTime::At(nanos(t)),
+        TimeOrNow::SpecificTime(t) => SetTime::At(setattr_nanos(t)),
+    }
+}
+
+/// Nanoseconds of a time decoded by fuser from a setattr request.
+///
+/// fuser 0.18 decodes the kernel's `(secs, nsecs)` of a time before 1970 as
+/// `EPOCH - (|secs| s + nsecs ns)` instead of `EPOCH - |secs| s + nsecs ns`
+/// (`system_time_from_time`, marked TODO there). Since `nsecs < 1e9`, the
+/// original pair is recoverable: undo it here.
+fn setattr_nanos(t: SystemTime) -> Nanos {
+    match UNIX_EPOCH.duration_since(t) {
+        Ok(before) if !before.is_zero() => {
+            let secs = i64::try_from(before.as_secs()).unwrap_or(i64::MAX / 1_000_000_000);
+            -secs.saturating_mul(1_000_000_000) + i64::from(before.subsec_nanos())
+        }
+        _ => nanos(t),
     }
 }
 
@@ -146,6 +187,23 @@ impl Fuse {
             Payload::none(),
             Box::new(move |r| match r.and_then(|a| core.entry_of(&a)) {
                 Ok(n) => reply.entry(&ttl, &attr(&n), Generation(0)),
+                Err(e) => reply.error(fe(e)),
+            }),
+        );
+    }
+
+    /// Commits a removal (unlink, rmdir, replacing rename) of `parent/name`.
+    fn removal_op(&self, op: Op, (parent, name): (u64, &[u8]), reply: ReplyEmpty) {
+        let target = self.core.removal_target(parent, name);
+        let core = self.core.clone();
+        self.core.mutate(
+            op,
+            Payload::none(),
+            Box::new(move |r| match r {
+                Ok(ack) => {
+                    core.removed(target, &ack);
+                    reply.ok();
+                }
                 Err(e) => reply.error(fe(e)),
             }),
         );
@@ -326,12 +384,13 @@ impl Filesystem for Fuse {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("unlink", parent = parent.0, pid = req.pid()).entered();
         match name_of(name) {
-            Ok(name) => self.empty_op(
+            Ok(name) => self.removal_op(
                 Op::Unlink {
                     parent: parent.0,
-                    name,
+                    name: name.clone(),
                     keep_orphan: false,
                 },
+                (parent.0, &name),
                 reply,
             ),
             Err(e) => reply.error(fe(e)),
@@ -341,11 +400,12 @@ impl Filesystem for Fuse {
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = debug_span!("rmdir", parent = parent.0, pid = req.pid()).entered();
         match name_of(name) {
-            Ok(name) => self.empty_op(
+            Ok(name) => self.removal_op(
                 Op::Rmdir {
                     parent: parent.0,
-                    name,
+                    name: name.clone(),
                 },
+                (parent.0, &name),
                 reply,
             ),
             Err(e) => reply.error(fe(e)),
@@ -404,15 +464,16 @@ impl Filesystem for Fuse {
             return reply.error(fuser::Errno::EINVAL);
         };
         match (name_of(name), name_of(newname)) {
-            (Ok(name), Ok(new_name)) => self.empty_op(
+            (Ok(name), Ok(new_name)) => self.removal_op(
                 Op::Rename {
                     parent: parent.0,
                     name,
                     new_parent: newparent.0,
-                    new_name,
+                    new_name: new_name.clone(),
                     mode,
                     keep_orphan: false,
                 },
+                (newparent.0, &new_name),
                 reply,
             ),
             (Err(e), _) | (_, Err(e)) => reply.error(fe(e)),

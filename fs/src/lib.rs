@@ -10,5 +10,6 @@ pub mod core;
 pub mod fuse;
 pub mod mount;
 
-pub use committer::{Committer, Embedded};
+pub use committer::Embedded;
 pub use core::{CacheMode, Core, FsConfig, OpenTable};
+pub use hsfs_engine::committer::Committer;

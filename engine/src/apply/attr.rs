@@ -4,7 +4,7 @@ use super::{Fail, State};
 use crate::errno::Errno;
 use crate::keys::{self, Space};
 use crate::op::{OpResult, SetAttr, SetTime, XattrMode};
-use crate::types::{FileKind, Ino, XATTR_NAME_MAX, XATTR_TOTAL_MAX, XATTR_VALUE_MAX};
+use crate::types::{FileKind, Ino, XATTR_TOTAL_MAX, XATTR_VALUE_MAX, check_xattr_name};
 
 pub(super) fn setattr(st: &mut State, ino: Ino, a: &SetAttr) -> Result<OpResult, Fail> {
     if let Some(size) = a.size {
@@ -43,13 +43,6 @@ pub(super) fn setattr(st: &mut State, ino: Ino, a: &SetAttr) -> Result<OpResult,
     n.ctime = now;
     st.set(n);
     Ok(OpResult::Done)
-}
-
-fn check_xattr_name(name: &[u8]) -> Result<(), Errno> {
-    if name.is_empty() || name.len() > XATTR_NAME_MAX || name.contains(&0) {
-        return Err(Errno::ERANGE);
-    }
-    Ok(())
 }
 
 /// Total bytes (names plus values) of `ino`'s xattrs other than `except`.
