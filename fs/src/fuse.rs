@@ -56,30 +56,6 @@ fn nanos(t: SystemTime) -> Nanos {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pre_epoch_setattr_times_are_recovered() {
-        // What fuser hands us for (secs, nsecs) = (-1, 999_999_999) and
-        // (-1_000_000, 500): EPOCH - (|secs| s + nsecs).
-        let garbled = UNIX_EPOCH - Duration::new(1, 999_999_999);
-        assert_eq!(setattr_nanos(garbled), -1_000_000_000 + 999_999_999);
-        let garbled = UNIX_EPOCH - Duration::new(1_000_000, 500);
-        assert_eq!(setattr_nanos(garbled), -1_000_000_000_000_000 + 500);
-        assert_eq!(
-            setattr_nanos(UNIX_EPOCH - Duration::from_secs(5)),
-            -5_000_000_000
-        );
-        assert_eq!(
-            setattr_nanos(UNIX_EPOCH + Duration::new(3, 7)),
-            3_000_000_007
-        );
-        // And attr() encodes such times back correctly.
-        assert_eq!(nanos(time(-1)), -1);
-    }
-}
 
 fn kind(k: FileKind) -> FileType {
     match k {
@@ -869,5 +845,30 @@ impl Filesystem for Fuse {
         // Not replicated in V1 (SPEC 6); cp and friends fall back to
         // read+write on EOPNOTSUPP.
         reply.error(fuser::Errno::EOPNOTSUPP);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pre_epoch_setattr_times_are_recovered() {
+        // What fuser hands us for (secs, nsecs) = (-1, 999_999_999) and
+        // (-1_000_000, 500): EPOCH - (|secs| s + nsecs).
+        let garbled = UNIX_EPOCH - Duration::new(1, 999_999_999);
+        assert_eq!(setattr_nanos(garbled), -1_000_000_000 + 999_999_999);
+        let garbled = UNIX_EPOCH - Duration::new(1_000_000, 500);
+        assert_eq!(setattr_nanos(garbled), -1_000_000_000_000_000 + 500);
+        assert_eq!(
+            setattr_nanos(UNIX_EPOCH - Duration::from_secs(5)),
+            -5_000_000_000
+        );
+        assert_eq!(
+            setattr_nanos(UNIX_EPOCH + Duration::new(3, 7)),
+            3_000_000_007
+        );
+        // And attr() encodes such times back correctly.
+        assert_eq!(nanos(time(-1)), -1);
     }
 }

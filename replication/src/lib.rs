@@ -1,1 +1,6 @@
-//! hsfs replication layer.
+//! Multi-host hsfs: a leader that owns the op log and workers that mount
+//! the workspace, send their mutations to the leader and replay its log
+//! into their own engine. QUIC (quinn) with mutual TLS.
+
+pub mod tls;
+pub mod wire;
