@@ -31,7 +31,9 @@ pub mod txn;
 pub mod types;
 pub mod util;
 
-pub use engine::{Applied, Batch, Engine, EngineError, EngineOptions, ReplayError, Status};
+pub use engine::{
+    Applied, Batch, Engine, EngineError, EngineOptions, Listener, ReplayError, Status,
+};
 pub use errno::Errno;
 pub use types::*;
 pub use util::random_bytes;

@@ -79,28 +79,55 @@ pub trait KernelCache: Send + Sync {
     fn inval_entry(&self, parent: Ino, name: &[u8]);
 }
 
-/// Per-inode open counts: the open-lease table of this mount. The leader
-/// asks it whether a node losing its last link is still open.
+/// Called on open-lease transitions: `(ino, true)` when an inode becomes
+/// open on this mount, `(ino, false)` when its last handle closes.
+pub type LeaseListener = Arc<dyn Fn(Ino, bool) + Send + Sync>;
+
+/// Per-inode open counts: the open-lease table of this mount. The embedded
+/// leader asks it whether a node losing its last link is still open; a
+/// worker forwards its transitions to the leader.
 #[derive(Default)]
 pub struct OpenTable {
     counts: Mutex<HashMap<Ino, u32>>,
+    listener: OnceLock<LeaseListener>,
 }
 
 impl OpenTable {
+    /// Reports every later 0 -> 1 and 1 -> 0 transition to `l`.
+    pub fn set_listener(&self, l: LeaseListener) {
+        let _ = self.listener.set(l);
+    }
+
     fn inc(&self, ino: Ino) {
-        *self.counts.lock().entry(ino).or_default() += 1;
+        let first = {
+            let mut m = self.counts.lock();
+            let c = m.entry(ino).or_default();
+            *c += 1;
+            *c == 1
+        };
+        if first && let Some(l) = self.listener.get() {
+            l(ino, true);
+        }
     }
 
     /// Returns the count left.
     fn dec(&self, ino: Ino) -> u32 {
-        let mut m = self.counts.lock();
-        let Some(c) = m.get_mut(&ino) else {
-            return 0;
+        let left = {
+            let mut m = self.counts.lock();
+            let Some(c) = m.get_mut(&ino) else {
+                return 0;
+            };
+            *c -= 1;
+            let left = *c;
+            if left == 0 {
+                m.remove(&ino);
+            }
+            left
         };
-        *c -= 1;
-        let left = *c;
-        if left == 0 {
-            m.remove(&ino);
+        if left == 0
+            && let Some(l) = self.listener.get()
+        {
+            l(ino, false);
         }
         left
     }
@@ -456,6 +483,23 @@ impl Core {
         let cached = self.known.lock().get(&ino).is_some_and(|k| k.cached_pages);
         if cached && let Some(k) = self.kernel.get() {
             k.inval_inode(ino, offset as i64, len as i64);
+        }
+    }
+
+    /// Sends one invalidation notice, if the kernel holds what it names.
+    pub fn invalidate(&self, n: &crate::invalidate::Notice) {
+        let Some(k) = self.kernel.get() else { return };
+        match n {
+            crate::invalidate::Notice::Inode(ino, off, len) => {
+                if self.known.lock().contains_key(ino) {
+                    k.inval_inode(*ino, *off, *len);
+                }
+            }
+            crate::invalidate::Notice::Entry(parent, name) => {
+                if self.known.lock().contains_key(parent) {
+                    k.inval_entry(*parent, name);
+                }
+            }
         }
     }
 

@@ -56,7 +56,6 @@ fn nanos(t: SystemTime) -> Nanos {
     }
 }
 
-
 fn kind(k: FileKind) -> FileType {
     match k {
         FileKind::File => FileType::RegularFile,

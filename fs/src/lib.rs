@@ -8,8 +8,9 @@
 pub mod committer;
 pub mod core;
 pub mod fuse;
+pub mod invalidate;
 pub mod mount;
 
 pub use committer::Embedded;
-pub use core::{CacheMode, Core, FsConfig, OpenTable};
+pub use core::{CacheMode, Core, FsConfig, LeaseListener, OpenTable};
 pub use hsfs_engine::committer::Committer;

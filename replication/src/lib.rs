@@ -2,5 +2,8 @@
 //! the workspace, send their mutations to the leader and replay its log
 //! into their own engine. QUIC (quinn) with mutual TLS.
 
+pub mod leader;
+pub mod leases;
 pub mod tls;
 pub mod wire;
+pub mod worker;

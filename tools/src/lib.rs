@@ -3,8 +3,11 @@
 pub mod bench;
 pub mod checks;
 pub mod control;
+pub mod lead;
 pub mod report;
 pub mod serve;
+pub mod settings;
+pub mod signals;
 
 use std::path::Path;
 

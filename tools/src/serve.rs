@@ -1,20 +1,45 @@
-//! `hsfs mount` in the embedded default: the leader (engine + commit
-//! pipeline) and the FUSE mount in one process.
+//! `hsfs mount`: the FUSE mount, either with the embedded leader (engine
+//! and commit pipeline in this process) or as a worker of a remote leader.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use hsfs_engine::commit::CommitConfig;
+use hsfs_engine::committer::Committer;
 use hsfs_engine::op::Origin;
 use hsfs_engine::{Engine, EngineOptions};
 use hsfs_fs::mount::{MountOptions, mount};
 use hsfs_fs::{CacheMode, Core, Embedded, FsConfig, OpenTable};
+use hsfs_replication::tls::Bundle;
+use hsfs_replication::worker::{Worker, WorkerConfig};
 use serde_json::{Value, json};
 
 use crate::control;
 use crate::report;
+
+/// Where mutations go.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// Leader in this process.
+    Embedded {
+        /// Group commit settings.
+        commit: CommitConfig,
+    },
+    /// Worker of a remote leader.
+    Worker {
+        /// Leader address.
+        leader: String,
+        /// Credentials bundle.
+        bundle: PathBuf,
+        /// Leader silence after which the mount turns read-only.
+        leader_timeout: Duration,
+        /// Deadline of an unresolved intent.
+        mutation_deadline: Duration,
+    },
+}
 
 /// Settings of one mount.
 #[derive(Clone, Debug)]
@@ -31,46 +56,60 @@ pub struct ServeArgs {
     pub cache: CacheMode,
     /// FUSE threads.
     pub threads: usize,
-    /// Commit pipeline settings.
-    pub commit: CommitConfig,
-    /// Worker name recorded in log entries.
+    /// Name recorded in log entries.
     pub worker: String,
+    /// Embedded leader or worker.
+    pub role: Role,
+}
+
+enum Backend {
+    Embedded(Arc<Embedded>),
+    Worker(Worker),
 }
 
 struct Live {
     engine: Engine,
     core: Arc<Core>,
-    committer: Arc<Embedded>,
+    backend: Backend,
     args: ServeArgs,
 }
 
 impl control::Handler for Live {
     fn status(&self) -> Value {
         let mut v = report::engine_status(&self.engine);
-        let stats = self.committer.pipeline().stats();
-        let extra = json!({
-            "role": "embedded leader + mount",
+        let mut extra = json!({
             "state_dir": self.args.state_dir.display().to_string(),
             "mountpoint": self.args.mountpoint.display().to_string(),
             "pid": std::process::id(),
             "read_only": self.core.committer().read_only(),
-            "leader_reachable": true,
             "cache": match self.args.cache {
                 CacheMode::Cached { ttl } => format!("cached, ttl {}s", ttl.as_secs_f64()),
                 CacheMode::Off => "off".into(),
             },
             "open_handles": self.core.open_handles(),
             "kernel_inodes": self.core.known_inodes(),
-            "commit": {
-                "pending_intents": self.committer.pipeline().pending(),
-                "batches": stats.batches.load(Ordering::Relaxed),
-                "entries": stats.entries.load(Ordering::Relaxed),
-                "barrier_flushes": stats.barrier_flushes.load(Ordering::Relaxed),
-                "rejected_eagain": stats.rejected.load(Ordering::Relaxed),
-            },
-            "workers": [],
-            "locks": "kernel-local (single host)",
         });
+        match &self.backend {
+            Backend::Embedded(c) => {
+                let stats = c.pipeline().stats();
+                extra["role"] = json!("embedded leader + mount");
+                extra["leader_reachable"] = json!(true);
+                extra["locks"] = json!("kernel-local (single host)");
+                extra["commit"] = json!({
+                    "pending_intents": c.pipeline().pending(),
+                    "batches": stats.batches.load(Ordering::Relaxed),
+                    "entries": stats.entries.load(Ordering::Relaxed),
+                    "barrier_flushes": stats.barrier_flushes.load(Ordering::Relaxed),
+                    "rejected_eagain": stats.rejected.load(Ordering::Relaxed),
+                });
+            }
+            Backend::Worker(w) => {
+                let s = w.status();
+                extra["role"] = json!("worker");
+                extra["leader_reachable"] = json!(s.leader_epoch.is_some());
+                extra["worker"] = json!(s);
+            }
+        }
         if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
             a.extend(b);
         }
@@ -82,43 +121,92 @@ impl control::Handler for Live {
     }
 }
 
+/// Opens the worker's replica, creating an empty one for a new worker.
+fn open_replica(args: &ServeArgs, bundle: &Bundle) -> Result<Engine> {
+    let ws = bundle.workspace_id()?;
+    let fresh = match std::fs::read_dir(&args.state_dir) {
+        Ok(mut d) => d.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e).with_context(|| args.state_dir.display().to_string()),
+    };
+    let engine = if fresh {
+        Engine::create_dir(&args.state_dir, ws, &EngineOptions::default())?
+    } else {
+        Engine::open_dir(&args.state_dir, &EngineOptions::default())?
+    };
+    if engine.workspace() != ws {
+        bail!(
+            "{} replicates workspace {}, but the bundle is for workspace {ws}",
+            args.state_dir.display(),
+            engine.workspace()
+        );
+    }
+    Ok(engine)
+}
+
 /// Mounts and serves until Ctrl-C / SIGTERM or an external unmount; then
-/// unmounts, drains the commit pipeline and closes the store durably.
+/// unmounts, drains what is in flight and closes the store durably.
 pub fn run(args: ServeArgs) -> Result<()> {
     crate::checks::fuse_available()?;
     crate::checks::mountpoint_usable(&args.mountpoint)?;
-    let engine = Engine::open_dir(&args.state_dir, &EngineOptions::default())
-        .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;
-    if engine.is_poisoned() {
-        anyhow::bail!("store is poisoned");
-    }
     let opens = Arc::new(OpenTable::default());
-    let committer = Arc::new(Embedded::start(
-        engine.clone(),
-        args.commit.clone(),
-        opens.clone(),
-        Origin {
-            worker: args.worker.clone(),
-            agent: String::new(),
-        },
-    ));
-    if args.read_only {
-        committer.set_read_only(true);
-    }
-    let core = Arc::new(Core::new(
-        engine.clone(),
-        committer.clone(),
-        opens,
-        FsConfig { cache: args.cache },
-    ));
-    if !args.read_only {
-        let n = core
-            .reclaim_stale_orphans()
-            .map_err(|e| anyhow::anyhow!("reclaiming orphans: {e}"))?;
-        if n > 0 {
-            tracing::info!(orphans = n, "reclaimed files left open by the previous run");
+    let fs_config = FsConfig { cache: args.cache };
+    let (engine, core, backend) = match &args.role {
+        Role::Embedded { commit } => {
+            let engine = Engine::open_dir(&args.state_dir, &EngineOptions::default())
+                .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;
+            let committer = Arc::new(Embedded::start(
+                engine.clone(),
+                commit.clone(),
+                opens.clone(),
+                Origin {
+                    worker: args.worker.clone(),
+                    agent: String::new(),
+                },
+            ));
+            committer.set_read_only(args.read_only);
+            let core = Arc::new(Core::new(engine.clone(), committer.clone(), opens.clone(), fs_config));
+            if !args.read_only {
+                let n = core
+                    .reclaim_stale_orphans()
+                    .map_err(|e| anyhow::anyhow!("reclaiming orphans: {e}"))?;
+                if n > 0 {
+                    tracing::info!(orphans = n, "reclaimed files left open by the previous run");
+                }
+            }
+            (engine, core, Backend::Embedded(committer))
         }
-    }
+        Role::Worker {
+            leader,
+            bundle,
+            leader_timeout,
+            mutation_deadline,
+        } => {
+            let b = Bundle::load(bundle)?;
+            let engine = open_replica(&args, &b)?;
+            let mut cfg = WorkerConfig::new(leader.clone(), args.worker.clone());
+            cfg.leader_timeout = *leader_timeout;
+            cfg.mutation_deadline = *mutation_deadline;
+            let worker = Worker::start(engine.clone(), &b, cfg)?;
+            // A new replica has nothing to serve (not even the root) until it
+            // has caught up; an existing one may serve its last state
+            // read-only while the leader is away.
+            if !worker.wait_caught_up(Duration::from_secs(30)) {
+                if engine.applied_index() == 0 {
+                    bail!("cannot reach the leader at {leader} and this replica is empty: {}", worker.status().read_only_reason.unwrap_or_default());
+                }
+                tracing::warn!(leader = %leader, "leader unreachable: serving the local replica read-only");
+            }
+            let committer = worker.committer();
+            {
+                let c = committer.clone();
+                opens.set_listener(Arc::new(move |ino, open| c.lease(ino, open)));
+            }
+            let core = Arc::new(Core::new(engine.clone(), committer.clone(), opens.clone(), fs_config));
+            engine.add_listener(hsfs_fs::invalidate::remote_invalidations(&core, committer.client()));
+            (engine, core, Backend::Worker(worker))
+        }
+    };
     let opts = MountOptions {
         read_only: args.read_only,
         allow_other: args.allow_other,
@@ -130,22 +218,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let live = Arc::new(Live {
         engine: engine.clone(),
         core: core.clone(),
-        committer: committer.clone(),
+        backend,
         args: args.clone(),
     });
-    let server = control::Server::start(&args.state_dir, live)?;
+    let server = control::Server::start(&args.state_dir, live.clone())?;
 
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    let sig_handle = signals.handle();
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            let _ = stop_tx.send(());
-        }
-    });
+    let stop = crate::signals::on_stop()?;
     // The readiness line tests and scripts wait for.
     println!(
         "hsfs: mounted workspace {} at {} (state {}); stop with Ctrl-C, kill -TERM {}, or `fusermount3 -u {}`",
@@ -158,8 +236,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let external = mounted.wait(&stop_rx);
-    sig_handle.close();
+    let external = mounted.wait(&stop);
     if external {
         tracing::info!("unmounted from outside; shutting down");
         drop(mounted);
@@ -170,11 +247,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
     }
     drop(server);
-    // Every queued intent is committed (or failed) before the store closes.
     drop(core);
-    match Arc::try_unwrap(committer) {
-        Ok(mut c) => c.shutdown(),
-        Err(_) => tracing::warn!("commit pipeline still referenced at shutdown"),
+    // Every queued intent is committed (or failed) before the store closes.
+    match Arc::try_unwrap(live).map(|l| l.backend) {
+        Ok(Backend::Embedded(c)) => match Arc::try_unwrap(c) {
+            Ok(mut c) => c.shutdown(),
+            Err(_) => tracing::warn!("commit pipeline still referenced at shutdown"),
+        },
+        Ok(Backend::Worker(w)) => w.shutdown(),
+        Err(_) => tracing::warn!("mount state still referenced at shutdown"),
     }
     engine
         .backend()

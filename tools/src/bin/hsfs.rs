@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use hsfs_engine::commit::CommitConfig;
 use hsfs_engine::{Engine, EngineOptions, WorkspaceId};
 use hsfs_fs::CacheMode;
-use hsfs_tools::{absolute, control, report, serve};
+use hsfs_replication::leader::LeaderConfig;
+use hsfs_replication::tls::WorkspaceCa;
+use hsfs_tools::{absolute, control, report, serve, settings};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -27,9 +28,70 @@ enum Cache {
     Off,
 }
 
+/// Mount flags; each overrides the config file.
+#[derive(clap::Args)]
+struct MountFlags {
+    /// Mount read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Let users other than the mounting one use the mount.
+    #[arg(long)]
+    allow_other: bool,
+    /// Kernel caching.
+    #[arg(long, value_enum)]
+    cache: Option<Cache>,
+    /// Entry and attribute timeout with --cache on, in seconds.
+    #[arg(long)]
+    ttl: Option<f64>,
+    /// FUSE request threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Name of this mount in log entries (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// Group-commit flags; each overrides the config file.
+#[derive(clap::Args)]
+struct CommitFlags {
+    /// Group commit window in microseconds.
+    #[arg(long)]
+    commit_window_us: Option<u64>,
+    /// Most intents per group commit.
+    #[arg(long)]
+    commit_max_ops: Option<usize>,
+    /// Most payload bytes per group commit.
+    #[arg(long)]
+    commit_max_bytes: Option<usize>,
+    /// Pending intents past which mutations get EAGAIN.
+    #[arg(long)]
+    max_pending: Option<usize>,
+    /// Free space (MiB) the store's filesystem keeps; commits that would go
+    /// below it fail with ENOSPC.
+    #[arg(long)]
+    reserve_mib: Option<u64>,
+}
+
+impl CommitFlags {
+    fn apply(&self, c: &mut settings::Commit) {
+        set(&mut c.window_us, self.commit_window_us);
+        set(&mut c.max_ops, self.commit_max_ops);
+        set(&mut c.max_bytes, self.commit_max_bytes);
+        set(&mut c.max_pending, self.max_pending);
+        set(&mut c.reserve_mib, self.reserve_mib);
+    }
+}
+
+fn set<T>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Create a new workspace in STATE_DIR (which must be absent or empty).
+    /// Create a new workspace in STATE_DIR (which must be absent or empty),
+    /// with its certificate authority for multi-host use.
     Init {
         /// State directory.
         state_dir: PathBuf,
@@ -40,46 +102,53 @@ enum Cmd {
         #[arg(long, default_value = "755")]
         mode: String,
     },
-    /// Mount a workspace with the embedded leader (foreground).
+    /// Issue credentials for a worker (run where the leader's state is).
+    Join {
+        /// The leader's state directory.
+        state_dir: PathBuf,
+        /// Worker name.
+        #[arg(long)]
+        name: String,
+        /// Where to write the bundle (contains a private key; mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// Leader address to record in the bundle.
+        #[arg(long)]
+        leader: Option<String>,
+    },
+    /// Run the leader of a multi-host workspace.
+    Leader {
+        /// State directory (from `hsfs init`).
+        state_dir: PathBuf,
+        /// Address to listen on (UDP), e.g. 0.0.0.0:7878.
+        #[arg(long)]
+        listen: Option<String>,
+        /// TOML config file (see docs/OPERATIONS.md).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        commit: CommitFlags,
+    },
+    /// Mount a workspace (foreground): with the embedded leader, or as a
+    /// worker of a remote leader (--leader and --join).
     Mount {
-        /// State directory.
+        /// State directory (a worker creates its replica there if empty).
         state_dir: PathBuf,
         /// Mount point (an existing empty directory).
         mountpoint: PathBuf,
-        /// Mount read-only.
+        /// Leader address: mount as a worker.
+        #[arg(long, requires = "join")]
+        leader: Option<String>,
+        /// Worker credentials from `hsfs join`.
         #[arg(long)]
-        read_only: bool,
-        /// Let users other than the mounting one use the mount.
+        join: Option<PathBuf>,
+        /// TOML config file (see docs/OPERATIONS.md).
         #[arg(long)]
-        allow_other: bool,
-        /// Kernel caching.
-        #[arg(long, value_enum, default_value = "on")]
-        cache: Cache,
-        /// Entry and attribute timeout with --cache on, in seconds.
-        #[arg(long, default_value_t = 30.0)]
-        ttl: f64,
-        /// FUSE request threads.
-        #[arg(long, default_value_t = 4)]
-        threads: usize,
-        /// Group commit window in microseconds.
-        #[arg(long, default_value_t = 1000)]
-        commit_window_us: u64,
-        /// Most intents per group commit.
-        #[arg(long, default_value_t = 100)]
-        commit_max_ops: usize,
-        /// Most payload bytes per group commit.
-        #[arg(long, default_value_t = 1 << 20)]
-        commit_max_bytes: usize,
-        /// Pending intents past which mutations get EAGAIN.
-        #[arg(long, default_value_t = 10_000)]
-        max_pending: usize,
-        /// Free space (MiB) the store's filesystem keeps; commits that
-        /// would go below it fail with ENOSPC.
-        #[arg(long, default_value_t = 64)]
-        reserve_mib: u64,
-        /// Name of this mount in log entries (default: the host name).
-        #[arg(long)]
-        name: Option<String>,
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        mount: MountFlags,
+        #[command(flatten)]
+        commit: CommitFlags,
     },
     /// Show the state of a workspace (live from its mount if mounted).
     Status {
@@ -133,6 +202,7 @@ fn init(state_dir: &Path, owner: Option<String>, mode: &str) -> Result<()> {
         &EngineOptions::default(),
     )?;
     drop(e);
+    WorkspaceCa::create(state_dir, ws)?;
     println!("hsfs: created workspace {ws} in {}", state_dir.display());
     Ok(())
 }
@@ -185,44 +255,99 @@ fn main() -> Result<()> {
             owner,
             mode,
         } => init(&state_dir, owner, &mode),
+        Cmd::Join {
+            state_dir,
+            name,
+            out,
+            leader,
+        } => {
+            let ws = hsfs_engine::statedir::StateDir::peek(&state_dir)?;
+            let ca = WorkspaceCa::load(&state_dir, ws)?;
+            ca.issue_worker(&name, leader)?.save(&out)?;
+            println!("hsfs: wrote credentials of worker {name} for workspace {ws} to {}", out.display());
+            Ok(())
+        }
+        Cmd::Leader {
+            state_dir,
+            listen,
+            config,
+            commit,
+        } => {
+            let mut st = settings::Settings::load(config.as_deref())?;
+            commit.apply(&mut st.commit);
+            set(&mut st.leader.listen, listen);
+            let addr = st
+                .leader
+                .listen
+                .parse()
+                .with_context(|| format!("--listen {}: not an address", st.leader.listen))?;
+            let mut cfg = LeaderConfig::new(addr);
+            cfg.commit = st.commit.config();
+            cfg.lease_ttl = Duration::from_millis(st.leader.lease_ttl_ms);
+            hsfs_tools::lead::run(absolute(&state_dir), cfg)
+        }
         Cmd::Mount {
             state_dir,
             mountpoint,
-            read_only,
-            allow_other,
-            cache,
-            ttl,
-            threads,
-            commit_window_us,
-            commit_max_ops,
-            commit_max_bytes,
-            max_pending,
-            reserve_mib,
-            name,
+            leader,
+            join,
+            config,
+            mount,
+            commit,
         } => {
-            if !(0.0..=86_400.0).contains(&ttl) {
-                bail!("--ttl must be between 0 and 86400 seconds");
+            let mut st = settings::Settings::load(config.as_deref())?;
+            commit.apply(&mut st.commit);
+            let m = &mut st.mount;
+            m.read_only |= mount.read_only;
+            m.allow_other |= mount.allow_other;
+            if let Some(c) = mount.cache {
+                m.cache = match c {
+                    Cache::On => "on".into(),
+                    Cache::Off => "off".into(),
+                };
             }
+            set(&mut m.ttl_s, mount.ttl);
+            set(&mut m.threads, mount.threads);
+            if mount.name.is_some() {
+                m.name = mount.name;
+            }
+            if leader.is_some() {
+                st.worker.leader = leader;
+            }
+            if join.is_some() {
+                st.worker.join = join;
+            }
+            if !(0.0..=86_400.0).contains(&st.mount.ttl_s) {
+                bail!("the entry timeout must be between 0 and 86400 seconds");
+            }
+            let cache = match st.mount.cache.as_str() {
+                "on" => CacheMode::Cached {
+                    ttl: Duration::from_secs_f64(st.mount.ttl_s),
+                },
+                "off" => CacheMode::Off,
+                other => bail!("cache must be \"on\" or \"off\", not {other:?}"),
+            };
+            let role = match (st.worker.leader.clone(), st.worker.join.clone()) {
+                (Some(leader), Some(bundle)) => serve::Role::Worker {
+                    leader,
+                    bundle: absolute(&bundle),
+                    leader_timeout: Duration::from_millis(st.worker.leader_timeout_ms),
+                    mutation_deadline: Duration::from_secs(st.worker.mutation_deadline_s),
+                },
+                (None, None) => serve::Role::Embedded {
+                    commit: st.commit.config(),
+                },
+                _ => bail!("a worker mount needs both the leader address and the credentials bundle (--leader and --join)"),
+            };
             serve::run(serve::ServeArgs {
                 state_dir: absolute(&state_dir),
                 mountpoint: absolute(&mountpoint),
-                read_only,
-                allow_other,
-                cache: match cache {
-                    Cache::On => CacheMode::Cached {
-                        ttl: Duration::from_secs_f64(ttl),
-                    },
-                    Cache::Off => CacheMode::Off,
-                },
-                threads,
-                commit: CommitConfig {
-                    window: Duration::from_micros(commit_window_us),
-                    max_ops: commit_max_ops.max(1),
-                    max_bytes: commit_max_bytes.max(1),
-                    max_pending,
-                    reserve_bytes: reserve_mib << 20,
-                },
-                worker: name.unwrap_or_else(host_name),
+                read_only: st.mount.read_only,
+                allow_other: st.mount.allow_other,
+                cache,
+                threads: st.mount.threads,
+                worker: st.mount.name.clone().unwrap_or_else(host_name),
+                role,
             })
         }
         Cmd::Status { state_dir, json } => {
