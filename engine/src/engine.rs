@@ -180,7 +180,9 @@ pub struct Applied {
     pub changes: Vec<(Space, Vec<u8>)>,
 }
 
-/// A callback run after every durable batch, before acks are sent.
+/// A callback run after every durable batch, before acks are sent. It runs
+/// on the writer's thread, so it must be quick, and it must not own the
+/// engine (the engine owns it: that cycle would keep the store open).
 pub type Listener = Arc<dyn Fn(&[Applied]) + Send + Sync>;
 
 /// Summary of the engine's applied state.

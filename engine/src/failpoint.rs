@@ -12,7 +12,17 @@ use parking_lot::Mutex;
 #[derive(Default)]
 pub struct Failpoints {
     any: AtomicBool,
-    armed: Mutex<HashMap<&'static str, u64>>,
+    armed: Mutex<HashMap<&'static str, (u64, Action)>>,
+}
+
+/// What a failpoint does when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Report it to the caller (in-process crash simulation).
+    Fire,
+    /// Kill the process on the spot (no cleanup, like SIGKILL): for tests
+    /// that crash real processes at an exact step.
+    Abort,
 }
 
 /// Every failpoint name, in pipeline order.
@@ -21,14 +31,36 @@ pub const POINTS: &[&str] = &[
     "commit.after_apply",
     "batch.before_write",
     "commit.after_write",
+    "worker.ack_received",
 ];
 
 impl Failpoints {
     /// Makes the `nth` hit (1 = the next) of `name` fire.
     pub fn arm(&self, name: &'static str, nth: u64) {
+        self.arm_with(name, nth, Action::Fire);
+    }
+
+    /// Arms `name` with an action.
+    pub fn arm_with(&self, name: &'static str, nth: u64, action: Action) {
         assert!(POINTS.contains(&name), "unknown failpoint {name}");
-        self.armed.lock().insert(name, nth.max(1));
+        self.armed.lock().insert(name, (nth.max(1), action));
         self.any.store(true, Ordering::Release);
+    }
+
+    /// Arms abort-type failpoints from a spec like `commit.after_write=3`
+    /// (comma separated): how tests crash a real process at an exact step
+    /// (the `HSFS_FAILPOINTS` environment variable of the tools).
+    pub fn arm_from_spec(&self, spec: &str) -> Result<(), String> {
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let (name, n) = part.split_once('=').unwrap_or((part, "1"));
+            let name = POINTS
+                .iter()
+                .find(|p| **p == name)
+                .ok_or_else(|| format!("unknown failpoint {name:?} (known: {POINTS:?})"))?;
+            let n: u64 = n.parse().map_err(|_| format!("bad count in {part:?}"))?;
+            self.arm_with(name, n, Action::Abort);
+        }
+        Ok(())
     }
 
     /// Disarms everything.
@@ -44,11 +76,15 @@ impl Failpoints {
         }
         let mut m = self.armed.lock();
         match m.get_mut(name) {
-            Some(1) => {
+            Some((1, action)) => {
+                if *action == Action::Abort {
+                    eprintln!("hsfs: failpoint {name} fired: aborting the process");
+                    std::process::abort();
+                }
                 m.remove(name);
                 true
             }
-            Some(n) => {
+            Some((n, _)) => {
                 *n -= 1;
                 false
             }

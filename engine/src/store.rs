@@ -66,9 +66,14 @@ pub trait Backend: Send + Sync {
     fn range(&self, space: Space, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> KvIter<'_>;
 
     /// Applies all items atomically: after a crash either every item or none
-    /// is visible. With `sync`, returns only once the batch (and every batch
-    /// before it) is on stable storage. A failure poisons the store.
+    /// is visible. Without `sync` the batch reaches the OS (it survives the
+    /// process dying, not a power cut); with `sync`, returns only once the
+    /// batch (and every batch before it) is on stable storage. A failure
+    /// poisons the store.
     fn commit(&self, items: Vec<BatchItem>, sync: bool) -> Result<(), StoreError>;
+
+    /// Makes every committed batch durable.
+    fn sync(&self) -> Result<(), StoreError>;
 
     /// Bytes available to the store on its filesystem, if known.
     fn free_space(&self) -> Option<u64>;

@@ -179,9 +179,6 @@ pub fn replay(backend: Arc<dyn Backend>, r: &mut impl Read) -> Result<(Engine, u
         }
     }
     applied += flush(&mut chunks, &mut entries, &mut corrupt)?;
-    engine
-        .backend()
-        .commit(Vec::new(), true)
-        .map_err(EngineError::from)?;
+    engine.backend().sync().map_err(EngineError::from)?;
     Ok((engine, applied))
 }

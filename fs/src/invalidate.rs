@@ -68,11 +68,14 @@ pub fn notices(a: &Applied) -> Vec<Notice> {
 /// `own`, sent to the kernel by a dedicated thread.
 pub fn remote_invalidations(core: &Arc<Core>, own: ClientId) -> Listener {
     let (tx, rx) = crossbeam_channel::unbounded::<Vec<Notice>>();
-    let c = core.clone();
+    // A weak reference: the engine owns this listener, and the core owns
+    // the engine; a strong one would keep both alive forever.
+    let weak = Arc::downgrade(core);
     std::thread::Builder::new()
         .name("hsfs-invalidate".into())
         .spawn(move || {
             for batch in rx {
+                let Some(c) = weak.upgrade() else { return };
                 for n in batch {
                     c.invalidate(&n);
                 }

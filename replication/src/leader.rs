@@ -98,7 +98,7 @@ struct Shared {
     leases: Arc<Leases>,
     epoch: u64,
     config: LeaderConfig,
-    commit: watch::Sender<u64>,
+    commit: Arc<watch::Sender<u64>>,
     inflight: Mutex<HashSet<IntentId>>,
     workers: Mutex<BTreeMap<String, WorkerInfo>>,
     client: ClientId,
@@ -165,23 +165,24 @@ impl Leader {
             Arc::new(SystemClock),
             leases.clone() as Arc<dyn OpenFiles>,
         );
-        let (commit, _) = watch::channel(engine.applied_index());
+        let commit = Arc::new(watch::channel(engine.applied_index()).0);
         let shared = Arc::new(Shared {
             engine: engine.clone(),
             pipeline,
             leases,
             epoch: u64::from_le_bytes(hsfs_engine::random_bytes()),
             config,
-            commit,
+            commit: commit.clone(),
             inflight: Mutex::new(HashSet::new()),
             workers: Mutex::new(BTreeMap::new()),
             client: ClientId::random(),
             seq: AtomicU64::new(0),
         });
-        let s = shared.clone();
+        // The listener must not own the engine (through `shared`): that
+        // would be a cycle keeping the store open forever.
         engine.add_listener(Arc::new(move |applied| {
             if let Some(last) = applied.last() {
-                s.commit.send_replace(last.index);
+                commit.send_replace(last.index);
             }
         }));
         rt.spawn(accept(endpoint.clone(), shared.clone()));

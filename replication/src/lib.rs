@@ -2,6 +2,7 @@
 //! the workspace, send their mutations to the leader and replay its log
 //! into their own engine. QUIC (quinn) with mutual TLS.
 
+pub mod journal;
 pub mod leader;
 pub mod leases;
 pub mod tls;

@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::journal::Journal;
 use crate::tls::{self, Bundle};
 use crate::wire::{
     self, ApplyErrorReport, ChunkData, ChunkPut, Hello, IntentFrame, IntentReply, IntentState,
@@ -54,6 +55,9 @@ pub struct WorkerConfig {
     pub mutation_deadline: Duration,
     /// Open-leases are renewed this often.
     pub lease_renew: Duration,
+    /// Journal of intents in flight (`STATE_DIR/intents.log`), so a
+    /// restarted worker can resolve what its predecessor left in doubt.
+    pub journal: Option<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
@@ -69,6 +73,7 @@ impl WorkerConfig {
             stale_after: Duration::from_millis(250),
             mutation_deadline: Duration::from_secs(30),
             lease_renew: Duration::from_secs(5),
+            journal: None,
         }
     }
 }
@@ -102,13 +107,29 @@ struct Shared {
     disconnect_reason: Mutex<Option<String>>,
     /// An apply failure: the mount stays read-only until restarted.
     apply_error: Mutex<Option<ApplyErrorReport>>,
-    applied: watch::Sender<Applied>,
+    applied: Arc<watch::Sender<Applied>>,
     commit_seen: AtomicU64,
     last_news: Mutex<Instant>,
     open: Mutex<BTreeSet<Ino>>,
     pending_frames: AtomicU64,
     missing_chunks: AtomicU64,
     in_doubt: AtomicU64,
+    journal: Option<Journal>,
+    /// Intents a previous process left unanswered, still to resolve.
+    to_resolve: Mutex<Vec<(IntentId, String)>>,
+    /// Their outcomes.
+    recovered: Mutex<Vec<Recovered>>,
+}
+
+/// What became of an intent a previous worker process left unanswered.
+#[derive(Clone, Debug, Serialize)]
+pub struct Recovered {
+    /// The intent.
+    pub intent: String,
+    /// Its op.
+    pub op: String,
+    /// Log index it committed at, or `None` if it never committed.
+    pub committed_at_index: Option<u64>,
 }
 
 /// Worker status (for `hsfs status`).
@@ -134,6 +155,8 @@ pub struct WorkerStatus {
     pub in_doubt_intents: u64,
     /// Apply failure, if any.
     pub last_apply_error: Option<ApplyErrorReport>,
+    /// Intents of a previous process of this worker, resolved after restart.
+    pub recovered_intents: Vec<Recovered>,
 }
 
 /// A running worker.
@@ -185,6 +208,19 @@ impl Worker {
                 state: engine.workspace().to_string(),
             });
         }
+        let (journal, to_resolve) = match &config.journal {
+            Some(p) => {
+                let (j, left) = Journal::open(p)?;
+                if !left.is_empty() {
+                    tracing::warn!(
+                        count = left.len(),
+                        "intents of the previous process are in doubt; resolving them with the leader"
+                    );
+                }
+                (Some(j), left)
+            }
+            None => (None, Vec::new()),
+        };
         let (id, ca) = bundle.identity()?;
         let client_cfg = tls::client_config(&id, &ca)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -198,10 +234,13 @@ impl Worker {
             ep.set_default_client_config(client_cfg);
             ep
         };
-        let (applied, _) = watch::channel(Applied {
-            index: engine.applied_index(),
-            failed: false,
-        });
+        let applied = Arc::new(
+            watch::channel(Applied {
+                index: engine.applied_index(),
+                failed: false,
+            })
+            .0,
+        );
         let (connected, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             engine: engine.clone(),
@@ -213,18 +252,22 @@ impl Worker {
             connected,
             disconnect_reason: Mutex::new(Some("connecting".into())),
             apply_error: Mutex::new(None),
-            applied,
+            applied: applied.clone(),
             commit_seen: AtomicU64::new(0),
             last_news: Mutex::new(Instant::now()),
             open: Mutex::new(BTreeSet::new()),
             pending_frames: AtomicU64::new(0),
             missing_chunks: AtomicU64::new(0),
             in_doubt: AtomicU64::new(0),
+            journal,
+            to_resolve: Mutex::new(to_resolve),
+            recovered: Mutex::new(Vec::new()),
         });
-        let s = shared.clone();
+        // The listener must not own the engine (through `shared`): that
+        // would be a cycle keeping the store open forever.
         engine.add_listener(Arc::new(move |batch| {
             if let Some(last) = batch.last() {
-                s.applied.send_modify(|a| a.index = last.index);
+                applied.send_modify(|a| a.index = last.index);
             }
         }));
         let (frames_tx, frames_rx) = crossbeam_channel::unbounded::<LogFrame>();
@@ -321,6 +364,7 @@ impl Worker {
             pending_entries: s.pending_frames.load(Ordering::Relaxed),
             in_doubt_intents: s.in_doubt.load(Ordering::Relaxed),
             last_apply_error: err,
+            recovered_intents: s.recovered.lock().clone(),
         }
     }
 
@@ -541,6 +585,12 @@ async fn session(
             }
         });
     }
+    {
+        // Intents a previous process left in doubt.
+        let s = shared.clone();
+        let sess = sess.clone();
+        tasks.spawn(async move { resolve_previous(&s, &sess).await });
+    }
     *shared.session.lock() = Some(sess);
     *shared.disconnect_reason.lock() = None;
     shared.connected.send_replace(true);
@@ -550,6 +600,40 @@ async fn session(
     shared.connected.send_replace(false);
     tasks.abort_all();
     Ok(reason)
+}
+
+/// Asks the leader about intents a previous process of this worker left
+/// unanswered and records what became of them.
+async fn resolve_previous(shared: &Arc<Shared>, sess: &Session) {
+    loop {
+        let Some((id, op)) = shared.to_resolve.lock().first().cloned() else {
+            return;
+        };
+        let state = match request(sess, shared, |r| ToLeader::IntentStatus {
+            id: r,
+            intent: id,
+        })
+        .await
+        {
+            Some(ToWorker::IntentStatus { state, .. }) => state,
+            _ => return, // connection lost: the next session retries
+        };
+        let committed_at_index = match state {
+            IntentState::Committed(ack) => Some(ack.index),
+            IntentState::NotFound => None,
+            IntentState::InFlight => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        tracing::info!(intent = ?id, %op, ?committed_at_index, "resolved an intent of the previous process");
+        shared.to_resolve.lock().retain(|(i, _)| *i != id);
+        shared.recovered.lock().push(Recovered {
+            intent: format!("{}:{}", hex::encode(id.client.0), id.seq),
+            op,
+            committed_at_index,
+        });
+    }
 }
 
 /// The network committer of a worker mount.
@@ -590,6 +674,9 @@ impl Committer for NetCommitter {
             op,
         };
         let shared = self.shared.clone();
+        if let Some(j) = &shared.journal {
+            j.sent(intent.id, intent.op.name());
+        }
         self.rt.spawn(async move {
             let deadline = tokio::time::Instant::now() + shared.config.mutation_deadline;
             let r = match tokio::time::timeout_at(deadline, drive(&shared, &intent, &chunks)).await {
@@ -599,6 +686,9 @@ impl Committer for NetCommitter {
                     Err(Errno::EIO)
                 }
             };
+            if let Some(j) = &shared.journal {
+                j.done(intent.id);
+            }
             done(r);
         });
     }
@@ -785,7 +875,12 @@ async fn send_intent(
             .await
             .map_err(|_| ())?
         {
-            IntentReply::Done(r) => return Ok(r.map_err(Errno)),
+            IntentReply::Done(r) => {
+                // Test hook: die between the leader's ack and the syscall's
+                // return (the "kill -9 between intent and ack" case).
+                shared.engine.failpoints().hit("worker.ack_received");
+                return Ok(r.map_err(Errno));
+            }
             IntentReply::Need(hashes) => {
                 for h in hashes {
                     let data = match payload.pieces().iter().find(|(ph, _)| *ph == h) {

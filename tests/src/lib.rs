@@ -13,6 +13,60 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod cluster;
+pub mod proxy;
+pub mod raw;
+
+/// Spawns `cmd` with stderr appended to `log`, reads its stdout until a
+/// line starting with `ready` (its readiness line) and returns the child
+/// and that line. Panics with the log if the process exits first.
+pub fn spawn_ready(cmd: &mut Command, log: &Path, ready: &str) -> (Child, String) {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(logf)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = out.read_line(&mut line).expect("read process output");
+        if n == 0 {
+            let status = child.wait().expect("wait");
+            panic!(
+                "{cmd:?} exited ({status}) before it was ready:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if line.starts_with(ready) {
+            break;
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = out.read_to_end(&mut sink);
+    });
+    (child, line.trim_end().to_string())
+}
+
+/// SIGTERM and wait; asserts a clean exit.
+pub fn stop_child(mut child: Child, log: &Path) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    assert!(
+        status.success(),
+        "process exited with {status}:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
 /// Path of a binary built by this workspace (same profile as the tests).
 #[must_use]
 pub fn bin(name: &str) -> PathBuf {
@@ -129,42 +183,13 @@ impl Workspace {
     /// Starts `hsfs mount` and waits for its readiness line.
     pub fn mount(&mut self) {
         assert!(self.child.is_none(), "already mounted");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("log file");
-        let mut child = Command::new(bin("hsfs"))
-            .arg("mount")
+        let mut cmd = Command::new(bin("hsfs"));
+        cmd.arg("mount")
             .arg(&self.state)
             .arg(&self.mnt)
             .arg("--allow-other")
-            .args(&self.args)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn hsfs mount");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = out.read_line(&mut line).expect("read hsfs output");
-            if n == 0 {
-                let status = child.wait().expect("wait");
-                panic!(
-                    "hsfs mount exited ({status}) before mounting:\n{}",
-                    self.log()
-                );
-            }
-            if line.starts_with("hsfs: mounted") {
-                break;
-            }
-        }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = out.read_to_end(&mut sink);
-        });
+            .args(&self.args);
+        let (child, _) = spawn_ready(&mut cmd, &self.log_path(), "hsfs: mounted");
         assert!(
             is_mounted(&self.mnt),
             "readiness line printed but nothing mounted"
@@ -174,15 +199,8 @@ impl Workspace {
 
     /// SIGTERM: clean unmount and durable shutdown; asserts a clean exit.
     pub fn unmount(&mut self) {
-        let mut child = self.child.take().expect("not mounted");
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = child.wait().expect("wait hsfs");
-        assert!(
-            status.success(),
-            "hsfs mount exited with {status}:\n{}",
-            self.log()
-        );
+        let child = self.child.take().expect("not mounted");
+        stop_child(child, &self.log_path());
         assert!(!is_mounted(&self.mnt), "still mounted after hsfs exited");
     }
 

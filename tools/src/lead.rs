@@ -52,6 +52,7 @@ impl control::Handler for Live {
 pub fn run(state_dir: PathBuf, config: LeaderConfig) -> Result<()> {
     let engine = Engine::open_dir(&state_dir, &EngineOptions::default())
         .with_context(|| format!("opening state directory {}", state_dir.display()))?;
+    crate::arm_failpoints(&engine)?;
     let leader = Leader::start(engine.clone(), &state_dir, config)
         .with_context(|| format!("starting the leader of {}", state_dir.display()))?;
     let addr: SocketAddr = leader.local_addr()?;
@@ -77,10 +78,7 @@ pub fn run(state_dir: PathBuf, config: LeaderConfig) -> Result<()> {
         Ok(l) => l.leader.shutdown(),
         Err(_) => tracing::warn!("leader state still referenced at shutdown"),
     }
-    engine
-        .backend()
-        .commit(Vec::new(), true)
-        .context("final sync of the store")?;
+    engine.backend().sync().context("final sync of the store")?;
     println!("hsfs: leader stopped");
     Ok(())
 }

@@ -23,6 +23,19 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// Arms the abort-type failpoints named in `HSFS_FAILPOINTS` (tests crash
+/// real processes at exact steps with it; see `engine::failpoint`).
+pub fn arm_failpoints(engine: &hsfs_engine::Engine) -> anyhow::Result<()> {
+    if let Ok(spec) = std::env::var("HSFS_FAILPOINTS") {
+        engine
+            .failpoints()
+            .arm_from_spec(&spec)
+            .map_err(anyhow::Error::msg)?;
+        tracing::warn!(%spec, "failpoints armed");
+    }
+    Ok(())
+}
+
 /// Absolute form of a path (without resolving symlinks).
 pub fn absolute(p: &Path) -> std::path::PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())

@@ -84,6 +84,7 @@ pub fn op_path(engine: &Engine, op: &Op) -> String {
 pub fn entry_json(engine: &Engine, e: &LogEntry) -> Value {
     json!({
         "index": e.index,
+        "intent": format!("{}:{}", hex::encode(e.intent.client.0), e.intent.seq),
         "time": fmt_time(e.committed_at),
         "committed_at": e.committed_at,
         "worker": e.origin.worker,

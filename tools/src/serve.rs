@@ -38,6 +38,8 @@ pub enum Role {
         leader_timeout: Duration,
         /// Deadline of an unresolved intent.
         mutation_deadline: Duration,
+        /// Wait at start for the leader and the initial catch-up.
+        connect_timeout: Duration,
     },
 }
 
@@ -155,6 +157,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         Role::Embedded { commit } => {
             let engine = Engine::open_dir(&args.state_dir, &EngineOptions::default())
                 .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;
+            crate::arm_failpoints(&engine)?;
             let committer = Arc::new(Embedded::start(
                 engine.clone(),
                 commit.clone(),
@@ -165,7 +168,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 },
             ));
             committer.set_read_only(args.read_only);
-            let core = Arc::new(Core::new(engine.clone(), committer.clone(), opens.clone(), fs_config));
+            let core = Arc::new(Core::new(
+                engine.clone(),
+                committer.clone(),
+                opens.clone(),
+                fs_config,
+            ));
             if !args.read_only {
                 let n = core
                     .reclaim_stale_orphans()
@@ -181,19 +189,25 @@ pub fn run(args: ServeArgs) -> Result<()> {
             bundle,
             leader_timeout,
             mutation_deadline,
+            connect_timeout,
         } => {
             let b = Bundle::load(bundle)?;
             let engine = open_replica(&args, &b)?;
+            crate::arm_failpoints(&engine)?;
             let mut cfg = WorkerConfig::new(leader.clone(), args.worker.clone());
+            cfg.journal = Some(args.state_dir.join("intents.log"));
             cfg.leader_timeout = *leader_timeout;
             cfg.mutation_deadline = *mutation_deadline;
             let worker = Worker::start(engine.clone(), &b, cfg)?;
             // A new replica has nothing to serve (not even the root) until it
             // has caught up; an existing one may serve its last state
             // read-only while the leader is away.
-            if !worker.wait_caught_up(Duration::from_secs(30)) {
+            if !worker.wait_caught_up(*connect_timeout) {
                 if engine.applied_index() == 0 {
-                    bail!("cannot reach the leader at {leader} and this replica is empty: {}", worker.status().read_only_reason.unwrap_or_default());
+                    bail!(
+                        "cannot reach the leader at {leader} and this replica is empty: {}",
+                        worker.status().read_only_reason.unwrap_or_default()
+                    );
                 }
                 tracing::warn!(leader = %leader, "leader unreachable: serving the local replica read-only");
             }
@@ -202,8 +216,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 let c = committer.clone();
                 opens.set_listener(Arc::new(move |ino, open| c.lease(ino, open)));
             }
-            let core = Arc::new(Core::new(engine.clone(), committer.clone(), opens.clone(), fs_config));
-            engine.add_listener(hsfs_fs::invalidate::remote_invalidations(&core, committer.client()));
+            let core = Arc::new(Core::new(
+                engine.clone(),
+                committer.clone(),
+                opens.clone(),
+                fs_config,
+            ));
+            engine.add_listener(hsfs_fs::invalidate::remote_invalidations(
+                &core,
+                committer.client(),
+            ));
             (engine, core, Backend::Worker(worker))
         }
     };
@@ -257,10 +279,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         Ok(Backend::Worker(w)) => w.shutdown(),
         Err(_) => tracing::warn!("mount state still referenced at shutdown"),
     }
-    engine
-        .backend()
-        .commit(Vec::new(), true)
-        .context("final sync of the store")?;
+    engine.backend().sync().context("final sync of the store")?;
     drop(engine);
     println!("hsfs: unmounted {}", args.mountpoint.display());
     Ok(())

@@ -27,6 +27,7 @@
 //! join = "/etc/hsfs/worker.bundle"
 //! leader_timeout_ms = 1000
 //! mutation_deadline_s = 30
+//! connect_timeout_s = 30
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -141,6 +142,9 @@ pub struct Worker {
     pub leader_timeout_ms: u64,
     /// Unresolved intents fail with EIO after this (s).
     pub mutation_deadline_s: u64,
+    /// How long a mount waits at start for the leader and the initial
+    /// catch-up (s).
+    pub connect_timeout_s: u64,
 }
 
 impl Default for Worker {
@@ -150,6 +154,7 @@ impl Default for Worker {
             join: None,
             leader_timeout_ms: 1000,
             mutation_deadline_s: 30,
+            connect_timeout_s: 30,
         }
     }
 }
@@ -174,7 +179,8 @@ impl Settings {
         let Some(p) = path else {
             return Ok(Settings::default());
         };
-        let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading config {}", p.display()))?;
         toml::from_str(&text).with_context(|| format!("config {}", p.display()))
     }
 }
@@ -185,7 +191,8 @@ mod tests {
 
     #[test]
     fn file_overrides_defaults_and_rejects_unknown_keys() {
-        let s: Settings = toml::from_str("[commit]\nmax_ops = 7\n[mount]\ncache = \"off\"\n").unwrap();
+        let s: Settings =
+            toml::from_str("[commit]\nmax_ops = 7\n[mount]\ncache = \"off\"\n").unwrap();
         assert_eq!(s.commit.max_ops, 7);
         assert_eq!(s.commit.window_us, 1000);
         assert_eq!(s.mount.cache, "off");

@@ -27,6 +27,13 @@ impl Default for FjallOptions {
     }
 }
 
+fn fjall_err(e: fjall::Error) -> StoreError {
+    match e {
+        fjall::Error::Poisoned => StoreError::Poisoned,
+        e => StoreError::Fjall(e),
+    }
+}
+
 /// fjall-backed [`Backend`].
 pub struct FjallBackend {
     db: Database,
@@ -93,12 +100,21 @@ impl Backend for FjallBackend {
         }
         // IMPORTANT: with SyncData the journal is fdatasync'ed before the
         // batch becomes visible to readers; acks are sent only after this
-        // returns. fjall poisons the database if the write or sync fails.
-        let mode = sync.then_some(PersistMode::SyncData);
-        batch.durability(mode).commit().map_err(|e| match e {
-            fjall::Error::Poisoned => StoreError::Poisoned,
-            e => StoreError::Fjall(e),
-        })
+        // returns. Without it the batch still leaves fjall's userspace
+        // buffer (Buffer), so a killed process loses nothing it applied.
+        // fjall poisons the database if the write or sync fails.
+        let mode = if sync {
+            PersistMode::SyncData
+        } else {
+            PersistMode::Buffer
+        };
+        batch.durability(Some(mode)).commit().map_err(fjall_err)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        // IMPORTANT: the final sync of a clean shutdown (replicas write
+        // without syncing; their batches must reach the disk too).
+        self.db.persist(PersistMode::SyncData).map_err(fjall_err)
     }
 
     fn free_space(&self) -> Option<u64> {

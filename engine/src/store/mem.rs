@@ -152,6 +152,18 @@ impl Backend for MemBackend {
         Ok(())
     }
 
+    fn sync(&self) -> Result<(), StoreError> {
+        let mut g = self.inner.lock();
+        if g.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let pending = std::mem::take(&mut g.unsynced);
+        for b in &pending {
+            apply(&mut g.durable, b);
+        }
+        Ok(())
+    }
+
     fn free_space(&self) -> Option<u64> {
         self.inner.lock().faults.free_space
     }

@@ -142,6 +142,10 @@ enum Cmd {
         /// Worker credentials from `hsfs join`.
         #[arg(long)]
         join: Option<PathBuf>,
+        /// Seconds a worker waits at start for the leader and its initial
+        /// catch-up.
+        #[arg(long)]
+        connect_timeout: Option<u64>,
         /// TOML config file (see docs/OPERATIONS.md).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -264,7 +268,10 @@ fn main() -> Result<()> {
             let ws = hsfs_engine::statedir::StateDir::peek(&state_dir)?;
             let ca = WorkspaceCa::load(&state_dir, ws)?;
             ca.issue_worker(&name, leader)?.save(&out)?;
-            println!("hsfs: wrote credentials of worker {name} for workspace {ws} to {}", out.display());
+            println!(
+                "hsfs: wrote credentials of worker {name} for workspace {ws} to {}",
+                out.display()
+            );
             Ok(())
         }
         Cmd::Leader {
@@ -291,6 +298,7 @@ fn main() -> Result<()> {
             mountpoint,
             leader,
             join,
+            connect_timeout,
             config,
             mount,
             commit,
@@ -317,6 +325,7 @@ fn main() -> Result<()> {
             if join.is_some() {
                 st.worker.join = join;
             }
+            set(&mut st.worker.connect_timeout_s, connect_timeout);
             if !(0.0..=86_400.0).contains(&st.mount.ttl_s) {
                 bail!("the entry timeout must be between 0 and 86400 seconds");
             }
@@ -333,11 +342,14 @@ fn main() -> Result<()> {
                     bundle: absolute(&bundle),
                     leader_timeout: Duration::from_millis(st.worker.leader_timeout_ms),
                     mutation_deadline: Duration::from_secs(st.worker.mutation_deadline_s),
+                    connect_timeout: Duration::from_secs(st.worker.connect_timeout_s),
                 },
                 (None, None) => serve::Role::Embedded {
                     commit: st.commit.config(),
                 },
-                _ => bail!("a worker mount needs both the leader address and the credentials bundle (--leader and --join)"),
+                _ => bail!(
+                    "a worker mount needs both the leader address and the credentials bundle (--leader and --join)"
+                ),
             };
             serve::run(serve::ServeArgs {
                 state_dir: absolute(&state_dir),
