@@ -23,5 +23,7 @@ test:
 	$(CARGO) test --workspace --all-targets --profile $(PROFILE)
 
 bench:
+	tools/scripts/setup.sh --bench
 	$(CARGO) build --release -p hsfs-tools
 	target/release/hsfs-bench engine
+	target/release/hsfs-bench mount

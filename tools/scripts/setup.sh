@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what hsfs needs on a Debian machine (run as root), skipping what
-# is already there. With --test, also the tools the test suites drive.
+# is already there. With --test, also the tools the test suites drive; with
+# --bench, what `hsfs-bench mount` needs to build libfuse's passthrough_ll
+# example (and git for its git workload).
 set -euo pipefail
 
 need_pkgs=()
@@ -9,6 +11,12 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v stress-ng >/dev/null || need_pkgs+=(stress-ng)
   command -v git >/dev/null || need_pkgs+=(git)
   command -v tar >/dev/null || need_pkgs+=(tar)
+fi
+if [[ "${1:-}" == "--bench" ]]; then
+  dpkg -s libfuse3-dev >/dev/null 2>&1 || need_pkgs+=(libfuse3-dev)
+  command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
+  command -v gcc >/dev/null || need_pkgs+=(gcc)
+  command -v git >/dev/null || need_pkgs+=(git)
 fi
 if ((${#need_pkgs[@]})); then
   echo "setup: installing ${need_pkgs[*]}"

@@ -1,5 +1,7 @@
 //! Measurement helpers shared by the `hsfs-bench` workloads.
 
+pub mod mount;
+
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,6 +18,11 @@ impl Samples {
     /// Records one sample.
     pub fn push(&mut self, d: Duration) {
         self.v.push(d);
+    }
+
+    /// Records every sample of `other`.
+    pub fn extend(&mut self, other: &Samples) {
+        self.v.extend_from_slice(&other.v);
     }
 
     /// Times `f` and records it.

@@ -5,6 +5,11 @@
 //! (no FUSE): durable commit latency against the disk's fdatasync floor,
 //! group commit throughput with 1/8/64 committers, apply throughput,
 //! Merkle update and proof latency, chunk put/get, fsck speed.
+//!
+//! `hsfs-bench mount [--dir DIR] [--runs N] [--scale F] [--only W,...]
+//! [--json FILE] [--hsfs-args "..."]`: whole-mount workloads on tmpfs,
+//! passthrough_ll over tmpfs (the FUSE floor), the local disk and an hsfs
+//! mount, with the disk's fdatasync floor (see docs/PERFORMANCE.md).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +52,11 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Whole-mount workloads: tmpfs, passthrough_ll, local disk and hsfs.
+    Mount(hsfs_tools::bench::mount::MountArgs),
+    /// One process of the concurrent mount workloads (internal).
+    #[command(hide = true)]
+    Worker(hsfs_tools::bench::mount::WorkerArgs),
 }
 
 fn intent(client: u8, seq: u64, op: Op) -> Intent {
@@ -360,7 +370,7 @@ fn populate(e: &Engine, n: u64) -> Result<Vec<Ino>> {
         }
         b.finish(false)?;
     }
-    e.backend().commit(Vec::new(), true)?;
+    e.backend().sync()?;
     Ok(inos)
 }
 
@@ -518,7 +528,7 @@ fn engine_figures(dir: &Path, files: u64, tables: &mut Vec<Table>) -> Result<()>
     for (h, c) in hashes.iter().zip(&chunks) {
         e.ingest_chunks([(*h, c.as_slice())])?;
     }
-    e.backend().commit(Vec::new(), true)?;
+    e.backend().sync()?;
     let put = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let mut total = 0;
@@ -582,5 +592,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Mount(args) => hsfs_tools::bench::mount::run(args),
+        Cmd::Worker(args) => hsfs_tools::bench::mount::worker(args),
     }
 }
