@@ -1,5 +1,6 @@
 //! Measurement helpers shared by the `hsfs-bench` workloads.
 
+pub mod cluster;
 pub mod mount;
 
 use std::io::Write;

@@ -57,6 +57,21 @@ enum Cmd {
     /// One process of the concurrent mount workloads (internal).
     #[command(hide = true)]
     Worker(hsfs_tools::bench::mount::WorkerArgs),
+    /// Multi-host figures: a leader and worker processes on loopback QUIC.
+    Cluster {
+        /// Directory on the disk under test (default: /var/tmp).
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// Ops a restarted worker must catch up on.
+        #[arg(long, default_value_t = 100_000)]
+        catch_up_ops: u64,
+        /// Files each writer creates in the throughput figure.
+        #[arg(long, default_value_t = 400)]
+        files_per_writer: usize,
+        /// Write all tables as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn intent(client: u8, seq: u64, op: Op) -> Intent {
@@ -594,5 +609,26 @@ fn main() -> Result<()> {
         }
         Cmd::Mount(args) => hsfs_tools::bench::mount::run(args),
         Cmd::Worker(args) => hsfs_tools::bench::mount::worker(args),
+        Cmd::Cluster {
+            dir,
+            catch_up_ops,
+            files_per_writer,
+            json,
+        } => {
+            let tables =
+                hsfs_tools::bench::cluster::run_all(&hsfs_tools::bench::cluster::ClusterArgs {
+                    dir,
+                    catch_up_ops,
+                    files_per_writer,
+                })?;
+            for t in &tables {
+                t.print();
+            }
+            if let Some(p) = json {
+                let v: Vec<Value> = tables.iter().map(Table::to_json).collect();
+                std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
+            }
+            Ok(())
+        }
     }
 }
