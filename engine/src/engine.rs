@@ -168,12 +168,9 @@ impl ReplayError {
 /// these into kernel cache invalidations).
 #[derive(Clone, Debug)]
 pub struct Applied {
-    /// Log index.
-    pub index: u64,
-    /// The intent it committed (its client tells which mount issued it).
-    pub intent: IntentId,
-    /// The op.
-    pub op: Op,
+    /// The log entry (index, intent — whose client tells which mount issued
+    /// it —, op, time, root).
+    pub entry: Arc<LogEntry>,
     /// Its result.
     pub result: OpResult,
     /// Canonical records the op changed (space, key).
@@ -678,9 +675,7 @@ impl<'e> Batch<'e> {
         self.meta.last_time = entry.committed_at;
         self.meta.root = entry.root;
         self.applied.push(Applied {
-            index: entry.index,
-            intent: entry.intent,
-            op: entry.op.clone(),
+            entry: Arc::new(entry.clone()),
             result,
             changes: changes.into_iter().map(|(s, k, _)| (s, k)).collect(),
         });

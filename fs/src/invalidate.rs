@@ -52,7 +52,7 @@ pub fn notices(a: &Applied) -> Vec<Notice> {
             _ => {}
         }
     }
-    match (&a.op, a.result) {
+    match (&a.entry.op, a.result) {
         (Op::Write { ino, .. }, OpResult::Written { offset, len }) => {
             out.insert(Notice::Inode(*ino, offset as i64, len as i64));
         }
@@ -85,7 +85,7 @@ pub fn remote_invalidations(core: &Arc<Core>, own: ClientId) -> Listener {
     Arc::new(move |applied: &[Applied]| {
         let batch: Vec<Notice> = applied
             .iter()
-            .filter(|a| a.intent.client != own)
+            .filter(|a| a.entry.intent.client != own)
             .flat_map(notices)
             .collect();
         if !batch.is_empty() {
@@ -102,19 +102,26 @@ mod tests {
     #[test]
     fn rename_names_both_entries_and_touched_inodes() {
         let a = Applied {
-            index: 9,
-            intent: IntentId {
-                client: ClientId([1; 16]),
-                seq: 1,
-            },
-            op: Op::Rename {
-                parent: 1,
-                name: b"a".to_vec(),
-                new_parent: 5,
-                new_name: b"b".to_vec(),
-                mode: hsfs_engine::op::RenameMode::Replace,
-                keep_orphan: false,
-            },
+            entry: std::sync::Arc::new(hsfs_engine::op::LogEntry {
+                index: 9,
+                op_id: [0; 16],
+                committed_at: 1,
+                intent: IntentId {
+                    client: ClientId([1; 16]),
+                    seq: 1,
+                },
+                origin: hsfs_engine::op::Origin::default(),
+                op: Op::Rename {
+                    parent: 1,
+                    name: b"a".to_vec(),
+                    new_parent: 5,
+                    new_name: b"b".to_vec(),
+                    mode: hsfs_engine::op::RenameMode::Replace,
+                    keep_orphan: false,
+                },
+                hazard: None,
+                root: [0; 32],
+            }),
             result: OpResult::Done,
             changes: vec![
                 (Space::Nodes, keys::ino_key(1).to_vec()),

@@ -17,11 +17,11 @@ use bytes::Bytes;
 use hsfs_engine::chunks::Payload;
 use hsfs_engine::commit::{CommitConfig, GroupCommit, OpenFiles, SystemClock};
 use hsfs_engine::keys::Space;
-use hsfs_engine::op::{Intent, Op, Origin};
+use hsfs_engine::op::{Intent, LogEntry, Op, Origin};
 use hsfs_engine::{ClientId, Engine, Errno, Ino, IntentId};
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::leases::Leases;
 use crate::tls;
@@ -98,7 +98,8 @@ struct Shared {
     leases: Arc<Leases>,
     epoch: u64,
     config: LeaderConfig,
-    commit: Arc<watch::Sender<u64>>,
+    /// Every committed entry, as it becomes durable (log streams follow it).
+    entries: broadcast::Sender<Arc<LogEntry>>,
     inflight: Mutex<HashSet<IntentId>>,
     workers: Mutex<BTreeMap<String, WorkerInfo>>,
     client: ClientId,
@@ -165,14 +166,14 @@ impl Leader {
             Arc::new(SystemClock),
             leases.clone() as Arc<dyn OpenFiles>,
         );
-        let commit = Arc::new(watch::channel(engine.applied_index()).0);
+        let entries = broadcast::channel(4096).0;
         let shared = Arc::new(Shared {
             engine: engine.clone(),
             pipeline,
             leases,
             epoch: u64::from_le_bytes(hsfs_engine::random_bytes()),
             config,
-            commit: commit.clone(),
+            entries: entries.clone(),
             inflight: Mutex::new(HashSet::new()),
             workers: Mutex::new(BTreeMap::new()),
             client: ClientId::random(),
@@ -181,8 +182,9 @@ impl Leader {
         // The listener must not own the engine (through `shared`): that
         // would be a cycle keeping the store open forever.
         engine.add_listener(Arc::new(move |applied| {
-            if let Some(last) = applied.last() {
-                commit.send_replace(last.index);
+            for a in applied {
+                // No receiver (no worker connected) is fine.
+                let _ = entries.send(a.entry.clone());
             }
         }));
         rt.spawn(accept(endpoint.clone(), shared.clone()));
@@ -663,58 +665,61 @@ async fn intent(
 }
 
 async fn log(shared: Arc<Shared>, mut send: quinn::SendStream, from: u64) -> Result<(), WireError> {
-    let mut rx = shared.commit.subscribe();
+    // Subscribe first, so nothing committed during the catch-up is missed.
+    let mut live = shared.entries.subscribe();
     let mut next = from.max(1);
+    let inline_max = shared.config.inline_log_max;
     loop {
-        let commit = *rx.borrow_and_update();
-        while next <= commit {
+        // Catch up from the store to the commit index.
+        loop {
+            let commit = shared.engine.applied_index();
+            if next > commit {
+                break;
+            }
             let to = (next + 255).min(commit);
             let engine = shared.engine.clone();
-            let inline_max = shared.config.inline_log_max;
-            let frames =
-                tokio::task::spawn_blocking(move || log_frames(&engine, next, to, inline_max))
-                    .await
-                    .map_err(std::io::Error::other)??;
+            let frames = tokio::task::spawn_blocking(move || log_frames(&engine, next, to, inline_max))
+                .await
+                .map_err(std::io::Error::other)??;
             for f in &frames {
                 wire::write(&mut send, f).await?;
             }
             next = to + 1;
         }
-        if rx.changed().await.is_err() {
-            return Ok(());
+        // Then follow commits as they happen, straight from memory.
+        loop {
+            match live.recv().await {
+                Ok(e) if e.index < next => {}
+                Ok(e) if e.index == next => {
+                    let f = frame(&shared.engine, (*e).clone(), inline_max)?;
+                    wire::write(&mut send, &f).await?;
+                    next += 1;
+                }
+                // Missed entries (a gap or a lagging receiver): back to the
+                // store.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            }
         }
     }
 }
 
-fn log_frames(
-    engine: &Engine,
-    from: u64,
-    to: u64,
-    inline_max: usize,
-) -> Result<Vec<LogFrame>, std::io::Error> {
+/// A log frame: the entry, plus the bytes of its chunks when small.
+fn frame(engine: &Engine, entry: LogEntry, inline_max: usize) -> Result<LogFrame, std::io::Error> {
+    let chunks = if entry.op.payload_len() <= inline_max {
+        entry
+            .op
+            .chunks()
+            .iter()
+            .map(|c| Ok((c.hash, engine.chunk(&c.hash).map_err(std::io::Error::other)?.to_vec())))
+            .collect::<Result<_, std::io::Error>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(LogFrame { entry, chunks })
+}
+
+fn log_frames(engine: &Engine, from: u64, to: u64, inline_max: usize) -> Result<Vec<LogFrame>, std::io::Error> {
     let entries = engine.log_range(from, to).map_err(std::io::Error::other)?;
-    entries
-        .into_iter()
-        .map(|entry| {
-            let chunks = if entry.op.payload_len() <= inline_max {
-                entry
-                    .op
-                    .chunks()
-                    .iter()
-                    .map(|c| {
-                        Ok((
-                            c.hash,
-                            engine
-                                .chunk(&c.hash)
-                                .map_err(std::io::Error::other)?
-                                .to_vec(),
-                        ))
-                    })
-                    .collect::<Result<_, std::io::Error>>()?
-            } else {
-                Vec::new()
-            };
-            Ok(LogFrame { entry, chunks })
-        })
-        .collect()
+    entries.into_iter().map(|e| frame(engine, e, inline_max)).collect()
 }

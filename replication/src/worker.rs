@@ -267,7 +267,7 @@ impl Worker {
         // would be a cycle keeping the store open forever.
         engine.add_listener(Arc::new(move |batch| {
             if let Some(last) = batch.last() {
-                applied.send_modify(|a| a.index = last.index);
+                applied.send_modify(|a| a.index = last.entry.index);
             }
         }));
         let (frames_tx, frames_rx) = crossbeam_channel::unbounded::<LogFrame>();
