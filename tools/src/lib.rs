@@ -23,6 +23,17 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// Keeps the heap from hoarding memory: large buffers (write payloads,
+/// chunk copies) are mmap'ed and returned on free instead of being kept by
+/// glibc's adaptive threshold, and few arenas are used.
+pub fn tune_malloc() {
+    // SAFETY: mallopt only adjusts allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Arms the abort-type failpoints named in `HSFS_FAILPOINTS` (tests crash
 /// real processes at exact steps with it; see `engine::failpoint`).
 pub fn arm_failpoints(engine: &hsfs_engine::Engine) -> anyhow::Result<()> {

@@ -8,7 +8,9 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, Pers
 use super::{Backend, BatchItem, KvIter, StoreError, Value};
 use crate::keys::Space;
 
-/// Tuning of the fjall store.
+/// Tuning of the fjall store. Memory is bounded by the block cache plus
+/// the memtables (each keyspace's is flushed once it reaches its size):
+/// with the defaults at most 32 + 32 + 16 + 9 x 8 = 152 MiB.
 #[derive(Clone, Debug)]
 pub struct FjallOptions {
     /// Block cache size in bytes (shared by all keyspaces).
@@ -16,13 +18,22 @@ pub struct FjallOptions {
     /// Chunks at least this large are stored in blob files (key-value
     /// separation) so compactions do not rewrite file contents.
     pub blob_threshold: u32,
+    /// Memtable size of the chunk keyspace.
+    pub chunk_memtable_bytes: u64,
+    /// Memtable size of the Merkle keyspace (rewritten on every commit).
+    pub merkle_memtable_bytes: u64,
+    /// Memtable size of every other keyspace.
+    pub memtable_bytes: u64,
 }
 
 impl Default for FjallOptions {
     fn default() -> Self {
         FjallOptions {
-            cache_bytes: 64 << 20,
+            cache_bytes: 32 << 20,
             blob_threshold: 4096,
+            chunk_memtable_bytes: 32 << 20,
+            merkle_memtable_bytes: 16 << 20,
+            memtable_bytes: 8 << 20,
         }
     }
 }

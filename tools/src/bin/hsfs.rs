@@ -251,6 +251,7 @@ fn status_of(state_dir: &Path) -> Result<serde_json::Value> {
 }
 
 fn main() -> Result<()> {
+    hsfs_tools::tune_malloc();
     hsfs_tools::init_logging();
     let cli = Cli::parse();
     match cli.cmd {
