@@ -21,6 +21,7 @@ test:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --profile $(PROFILE) -q
 	$(CARGO) build -p hsfs-tools --profile $(PROFILE)
 	$(CARGO) test --workspace --all-targets --profile $(PROFILE)
+	tools/scripts/fuzz.sh 20
 
 bench:
 	tools/scripts/setup.sh --bench

@@ -35,4 +35,9 @@ if [[ "${1:-}" == "--test" ]]; then
     echo "setup: installing fsx 0.3.2 from crates.io"
     cargo install fsx --version 0.3.2 --locked --quiet
   fi
+  # cargo-fuzz, to build the wire-protocol fuzz target.
+  if ! command -v cargo-fuzz >/dev/null && [[ ! -x "$HOME/.cargo/bin/cargo-fuzz" ]]; then
+    echo "setup: installing cargo-fuzz from crates.io"
+    cargo install cargo-fuzz --locked --quiet
+  fi
 fi
