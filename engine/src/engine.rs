@@ -7,8 +7,8 @@
 //! whole batches atomically.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hsfs_merkle::{Branch, NodePath, NodeStore, Trie};
@@ -24,6 +24,7 @@ use crate::store::fjall_backend::{FjallBackend, FjallOptions};
 use crate::store::{Backend, StoreError};
 use crate::txn::Txn;
 use crate::types::{ClientId, Hash, IntentId, Nanos, WorkspaceId};
+use crate::wal::{RecordRef, Wal};
 
 /// Errors of opening, reading or writing the engine.
 #[derive(Debug, thiserror::Error)]
@@ -192,10 +193,26 @@ pub struct Status {
 }
 
 /// Options for opening an engine.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct EngineOptions {
     /// fjall tuning.
     pub fjall: FjallOptions,
+    /// Size of each of the two commit-journal files ([`crate::wal`])
+    /// created with a new workspace ([`Engine::init_dir`]); `None` creates
+    /// none. A store that has a journal always uses it.
+    pub journal_bytes: Option<u64>,
+}
+
+/// Default size of each commit-journal file.
+pub const DEFAULT_JOURNAL_BYTES: u64 = 32 << 20;
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            fjall: FjallOptions::default(),
+            journal_bytes: Some(DEFAULT_JOURNAL_BYTES),
+        }
+    }
 }
 
 struct Writer {
@@ -214,6 +231,9 @@ struct Inner {
     poisoned: AtomicBool,
     listeners: RwLock<Vec<Listener>>,
     failpoints: Failpoints,
+    /// The commit journal, if the store has one. Lock order: writer, then
+    /// journal.
+    journal: OnceLock<Mutex<Wal>>,
     _dir: Option<StateDir>,
 }
 
@@ -306,15 +326,24 @@ impl Engine {
         opts: &EngineOptions,
     ) -> Result<Engine, EngineError> {
         let dir = StateDir::create(path, workspace)?;
+        let journal = dir.journal_path();
         let backend = Arc::new(FjallBackend::open(&dir.db_path(), &opts.fjall)?);
-        Self::init(backend, Some(dir), workspace, root, now)
+        let engine = Self::create(backend, Some(dir), workspace)?;
+        if let Some(size) = opts.journal_bytes {
+            engine.attach_journal(&journal, Some(size))?;
+        }
+        engine.genesis(root, now)?;
+        Ok(engine)
     }
 
-    /// Opens an existing state directory (taking its process lock).
+    /// Opens an existing state directory (taking its process lock),
+    /// recovering from its commit journal if it has one.
     pub fn open_dir(path: &Path, opts: &EngineOptions) -> Result<Engine, EngineError> {
         let dir = StateDir::open(path)?;
+        let journal = dir.journal_path();
         let backend = Arc::new(FjallBackend::open(&dir.db_path(), &opts.fjall)?);
         let e = Self::open(backend, Some(dir))?;
+        e.attach_journal(&journal, None)?;
         Ok(e)
     }
 
@@ -365,11 +394,22 @@ impl Engine {
         backend: Arc<dyn Backend>,
         dir: Option<StateDir>,
         workspace: WorkspaceId,
-        (perm, uid, gid): (u32, u32, u32),
+        root: (u32, u32, u32),
         now: Nanos,
     ) -> Result<Engine, EngineError> {
         let engine = Self::create(backend, dir, workspace)?;
-        let mut b = engine.batch()?;
+        engine.genesis(root, now)?;
+        Ok(engine)
+    }
+
+    /// Commits the genesis entry (log index 1, the root directory) of a
+    /// store made by [`Engine::create`].
+    pub fn genesis(
+        &self,
+        (perm, uid, gid): (u32, u32, u32),
+        now: Nanos,
+    ) -> Result<(), EngineError> {
+        let mut b = self.batch()?;
         let intent = Intent {
             id: IntentId {
                 client: ClientId::SYSTEM,
@@ -383,7 +423,7 @@ impl Engine {
         };
         b.commit_intent(&intent, now)?;
         b.finish(true)?;
-        Ok(engine)
+        Ok(())
     }
 
     /// Opens an initialized backend.
@@ -411,9 +451,72 @@ impl Engine {
                 poisoned: AtomicBool::new(false),
                 listeners: RwLock::new(Vec::new()),
                 failpoints: Failpoints::default(),
+                journal: OnceLock::new(),
                 _dir: dir,
             }),
         })
+    }
+
+    /// Uses the commit journal in directory `path`: replays the entries it
+    /// holds past the store's applied index (a crash lost them from the
+    /// unsynced store), syncs the store, then logs every later batch there
+    /// first. A missing journal is created with files of `create` bytes;
+    /// with `None` a missing journal means the store has none (Ok(false)).
+    pub fn attach_journal(&self, path: &Path, create: Option<u64>) -> Result<bool, EngineError> {
+        if self.inner.journal.get().is_some() {
+            return Err(EngineError::Corrupt("commit journal attached twice".into()));
+        }
+        if create.is_none() && !Wal::exists(path) {
+            return Ok(false);
+        }
+        let (mut wal, records) = Wal::open(path, create.unwrap_or(0), self.inner.backend.clone())?;
+        let applied = self.applied_index();
+        let pending: Vec<&LogEntry> = records
+            .iter()
+            .flat_map(|r| &r.entries)
+            .filter(|e| e.index > applied)
+            .collect();
+        if let Some(first) = pending.first()
+            && first.index != applied + 1
+        {
+            return Err(EngineError::Corrupt(format!(
+                "the commit journal resumes at entry {} but the store has applied {applied}",
+                first.index
+            )));
+        }
+        if !pending.is_empty() {
+            // The chunks those entries need (older records may hold some).
+            let needed: std::collections::BTreeSet<Hash> = pending
+                .iter()
+                .flat_map(|e| e.op.chunks().iter().map(|c| c.hash))
+                .collect();
+            let items: Vec<_> = records
+                .iter()
+                .flat_map(|r| &r.chunks)
+                .filter(|(h, _)| needed.contains(h))
+                .map(|(h, data)| crate::store::BatchItem {
+                    space: Space::Chunks,
+                    key: h.to_vec(),
+                    value: Some(data.as_slice().into()),
+                })
+                .collect();
+            if !items.is_empty() {
+                self.inner.backend.commit(items, false)?;
+            }
+            let last = pending.last().map_or(applied, |e| e.index);
+            self.replay(pending.iter().copied(), 256, false)
+                .map_err(|e| EngineError::Corrupt(format!("replaying the commit journal: {e}")))?;
+            tracing::info!(from = applied + 1, to = last, "replayed the commit journal");
+        }
+        // IMPORTANT: the replayed entries must be durable in the store
+        // before the journal may overwrite their records.
+        self.inner.backend.sync()?;
+        wal.recovered();
+        self.inner
+            .journal
+            .set(Mutex::new(wal))
+            .map_err(|_| EngineError::Corrupt("commit journal attached twice".into()))?;
+        Ok(true)
     }
 
     /// The backend.
@@ -808,7 +911,36 @@ impl<'e> Batch<'e> {
         }
         let items =
             std::mem::replace(&mut self.txn, Txn::new(&*self.engine.inner.backend)).into_items();
-        if let Err(e) = self.engine.inner.backend.commit(items, sync) {
+        // With a journal, the batch's record there is the commit point (one
+        // fdatasync of a pre-allocated file); the store is written without
+        // a sync and checkpointed in the background.
+        let mut journal = self.engine.inner.journal.get().map(|j| j.lock());
+        if let Some(j) = &mut journal {
+            let record = RecordRef {
+                entries: self.applied.iter().map(|a| &*a.entry).collect(),
+                chunks: items
+                    .iter()
+                    .filter(|i| i.space == Space::Chunks)
+                    .filter_map(|i| Some((i.key.as_slice().try_into().ok()?, i.value.as_deref()?)))
+                    .collect(),
+            };
+            if let Err(e) = j.append(&record, sync) {
+                self.engine.inner.poisoned.store(true, Ordering::Release);
+                self.w.trie.reset();
+                tracing::error!(error = %e, "commit journal write failed; engine poisoned");
+                return Err(e.into());
+            }
+            if fp.hit("journal.after_write") {
+                self.w.trie.reset();
+                return Err(StoreError::Injected("journal.after_write").into());
+            }
+        }
+        if let Err(e) = self
+            .engine
+            .inner
+            .backend
+            .commit(items, sync && journal.is_none())
+        {
             // IMPORTANT: a failed durable write may have left the journal in
             // an unknown state; refuse further writes until restart.
             self.engine.inner.poisoned.store(true, Ordering::Release);
@@ -816,6 +948,7 @@ impl<'e> Batch<'e> {
             tracing::error!(error = %e, "batch write failed; engine poisoned");
             return Err(e.into());
         }
+        drop(journal);
         self.w.meta = self.meta.clone();
         let applied = std::mem::take(&mut self.applied);
         self.engine.publish(&self.meta, &applied);
@@ -896,8 +1029,30 @@ impl Engine {
                 value: Some(data.into()),
             });
         }
-        if !items.is_empty() {
+        if items.is_empty() {
+            return Ok(bad);
+        }
+        let Some(journal) = self.inner.journal.get() else {
             self.backend().commit(items, false)?;
+            return Ok(bad);
+        };
+        // Journaled without a sync: the sync of the batch that uses them
+        // covers them. IMPORTANT: store and journal are written under the
+        // journal lock, so a checkpoint (triggered by a later append) always
+        // finds them in the store.
+        let mut j = journal.lock();
+        self.backend().commit(items.clone(), false)?;
+        let record = RecordRef {
+            entries: Vec::new(),
+            chunks: items
+                .iter()
+                .filter_map(|i| Some((i.key.as_slice().try_into().ok()?, i.value.as_deref()?)))
+                .collect(),
+        };
+        if let Err(e) = j.append(&record, false) {
+            self.inner.poisoned.store(true, Ordering::Release);
+            tracing::error!(error = %e, "commit journal write failed; engine poisoned");
+            return Err(e.into());
         }
         Ok(bad)
     }

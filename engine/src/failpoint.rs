@@ -30,6 +30,7 @@ pub const POINTS: &[&str] = &[
     "commit.before_apply",
     "commit.after_apply",
     "batch.before_write",
+    "journal.after_write",
     "commit.after_write",
     "worker.ack_received",
 ];

@@ -30,9 +30,11 @@ pub mod trace;
 pub mod txn;
 pub mod types;
 pub mod util;
+pub mod wal;
 
 pub use engine::{
-    Applied, Batch, Engine, EngineError, EngineOptions, Listener, ReplayError, Status,
+    Applied, Batch, DEFAULT_JOURNAL_BYTES, Engine, EngineError, EngineOptions, Listener,
+    ReplayError, Status,
 };
 pub use errno::Errno;
 pub use types::*;

@@ -190,6 +190,12 @@ impl StateDir {
         self.path.join("db")
     }
 
+    /// The commit journal's directory.
+    #[must_use]
+    pub fn journal_path(&self) -> PathBuf {
+        self.path.join("journal")
+    }
+
     /// The workspace this directory belongs to.
     #[must_use]
     pub fn workspace(&self) -> WorkspaceId {

@@ -678,9 +678,10 @@ async fn log(shared: Arc<Shared>, mut send: quinn::SendStream, from: u64) -> Res
             }
             let to = (next + 255).min(commit);
             let engine = shared.engine.clone();
-            let frames = tokio::task::spawn_blocking(move || log_frames(&engine, next, to, inline_max))
-                .await
-                .map_err(std::io::Error::other)??;
+            let frames =
+                tokio::task::spawn_blocking(move || log_frames(&engine, next, to, inline_max))
+                    .await
+                    .map_err(std::io::Error::other)??;
             for f in &frames {
                 wire::write(&mut send, f).await?;
             }
@@ -711,7 +712,15 @@ fn frame(engine: &Engine, entry: LogEntry, inline_max: usize) -> Result<LogFrame
             .op
             .chunks()
             .iter()
-            .map(|c| Ok((c.hash, engine.chunk(&c.hash).map_err(std::io::Error::other)?.to_vec())))
+            .map(|c| {
+                Ok((
+                    c.hash,
+                    engine
+                        .chunk(&c.hash)
+                        .map_err(std::io::Error::other)?
+                        .to_vec(),
+                ))
+            })
             .collect::<Result<_, std::io::Error>>()?
     } else {
         Vec::new()
@@ -719,7 +728,15 @@ fn frame(engine: &Engine, entry: LogEntry, inline_max: usize) -> Result<LogFrame
     Ok(LogFrame { entry, chunks })
 }
 
-fn log_frames(engine: &Engine, from: u64, to: u64, inline_max: usize) -> Result<Vec<LogFrame>, std::io::Error> {
+fn log_frames(
+    engine: &Engine,
+    from: u64,
+    to: u64,
+    inline_max: usize,
+) -> Result<Vec<LogFrame>, std::io::Error> {
     let entries = engine.log_range(from, to).map_err(std::io::Error::other)?;
-    entries.into_iter().map(|e| frame(engine, e, inline_max)).collect()
+    entries
+        .into_iter()
+        .map(|e| frame(engine, e, inline_max))
+        .collect()
 }

@@ -30,6 +30,20 @@ pub fn harness() -> H {
 pub fn harness_with(open: Arc<dyn OpenFiles>) -> H {
     let backend = Arc::new(MemBackend::new());
     let engine = Engine::init(backend.clone(), None, WS, (0o755, 0, 0), T0).unwrap();
+    harness_over(backend, engine, open)
+}
+
+/// A harness whose engine logs batches to a commit journal in `dir`
+/// (files of `size` bytes) and writes the store without syncing.
+pub fn harness_journaled(dir: &std::path::Path, size: u64) -> H {
+    let backend = Arc::new(MemBackend::new());
+    let engine = Engine::create(backend.clone(), None, WS).unwrap();
+    assert!(engine.attach_journal(dir, Some(size)).unwrap());
+    engine.genesis((0o755, 0, 0), T0).unwrap();
+    harness_over(backend, engine, Arc::new(NoneOpen))
+}
+
+fn harness_over(backend: Arc<MemBackend>, engine: Engine, open: Arc<dyn OpenFiles>) -> H {
     let clock = Arc::new(ManualClock::default());
     clock.0.store(T0, Ordering::Relaxed);
     let committer = Committer::start(engine.clone(), CommitConfig::default(), clock.clone(), open);

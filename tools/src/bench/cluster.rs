@@ -344,7 +344,9 @@ pub fn run_all(args: &ClusterArgs) -> Result<Vec<Table>> {
         // Paced, so every create is measured on its own.
         std::thread::sleep(Duration::from_millis(2));
     }
-    let seen = obs.join().map_err(|_| anyhow::anyhow!("observer panicked"))??;
+    let seen = obs
+        .join()
+        .map_err(|_| anyhow::anyhow!("observer panicked"))??;
     let signed_us = |from: &Times| -> Vec<f64> {
         let mut v: Vec<f64> = seen
             .iter()
@@ -368,8 +370,17 @@ pub fn run_all(args: &ClusterArgs) -> Result<Vec<Table>> {
         "Commit-to-visible: a create on worker A, first successful stat on worker B (negative = B saw it before A's create returned)",
         &["measured from", "p50 us", "p99 us"],
     );
-    for (name, v) in [("A's create starts", &from_start), ("A's create returns", &from_return)] {
-        t.row(name, &[("p50_us", json!((q(v, 0.5) * 100.0).round() / 100.0)), ("p99_us", json!((q(v, 0.99) * 100.0).round() / 100.0))]);
+    for (name, v) in [
+        ("A's create starts", &from_start),
+        ("A's create returns", &from_return),
+    ] {
+        t.row(
+            name,
+            &[
+                ("p50_us", json!((q(v, 0.5) * 100.0).round() / 100.0)),
+                ("p99_us", json!((q(v, 0.99) * 100.0).round() / 100.0)),
+            ],
+        );
     }
     tables.push(t);
 

@@ -47,6 +47,9 @@ pub struct MountArgs {
     /// Extra arguments for `hsfs mount`, e.g. "--threads 8".
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     hsfs_args: String,
+    /// Extra arguments for `hsfs init`, e.g. "--journal-mib 0".
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    hsfs_init_args: String,
 }
 
 /// What a figure counts.
@@ -263,7 +266,7 @@ pub fn run(args: MountArgs) -> Result<()> {
             None
         },
     };
-    let mut targets = targets::setup(scratch.path(), &args.hsfs_args)?;
+    let mut targets = targets::setup(scratch.path(), &args.hsfs_init_args, &args.hsfs_args)?;
     let mut report = Report::new(&targets, &floor, scratch.path(), &args);
     for t in &targets {
         eprintln!("target {:<15} {}", t.name, t.root.display());

@@ -121,6 +121,10 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn new_store(dir: &Path, name: &str) -> Result<Engine> {
+    new_store_with(dir, name, &EngineOptions::default())
+}
+
+fn new_store_with(dir: &Path, name: &str, opts: &EngineOptions) -> Result<Engine> {
     let p = dir.join(name);
     let _ = std::fs::remove_dir_all(&p);
     Ok(Engine::init_dir(
@@ -128,8 +132,24 @@ fn new_store(dir: &Path, name: &str) -> Result<Engine> {
         WorkspaceId([9; 16]),
         (0o755, 0, 0),
         1,
-        &EngineOptions::default(),
+        opts,
     )?)
+}
+
+/// Creates through the batch API, one durable batch each.
+fn direct_creates(e: &Engine, n: u64) -> Result<Samples> {
+    let mut s = Samples::default();
+    for i in 0..n {
+        let mut b = e.batch()?;
+        let now = b.meta().last_time + 1;
+        s.time(|| -> Result<()> {
+            b.commit_intent(&intent(1, i + 1, create(ROOT_INO, format!("f{i}"))), now)
+                .map_err(|f| anyhow::anyhow!("{f}"))?;
+            b.finish(true)?;
+            Ok(())
+        })?;
+    }
+    Ok(s)
 }
 
 /// Durable commit latency of one committer against the fdatasync floor.
@@ -221,23 +241,24 @@ fn latency(dir: &Path, tables: &mut Vec<Table>) -> Result<Duration> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     row(&mut t, "create (empty file)", &creates);
-    // The same op without the pipeline thread: the engine's own cost.
-    let e2 = new_store(dir, "latency-direct")?;
-    let mut direct = Samples::default();
-    for i in 0..2000u64 {
-        let mut b = e2.batch()?;
-        let now = b.meta().last_time + 1;
-        direct.time(|| -> Result<()> {
-            b.commit_intent(&intent(1, i + 1, create(ROOT_INO, format!("f{i}"))), now)
-                .map_err(|f| anyhow::anyhow!("{f}"))?;
-            b.finish(true)?;
-            Ok(())
-        })?;
-    }
+    // The same op without the pipeline thread: the engine's own cost, with
+    // the commit journal (the default) and with fjall's own journal synced
+    // instead (the baseline the journal is measured against).
+    let direct = direct_creates(&new_store(dir, "latency-direct")?, 2000)?;
     row(
         &mut t,
         "create, engine batch API (no pipeline thread)",
         &direct,
+    );
+    let no_journal = EngineOptions {
+        journal_bytes: None,
+        ..EngineOptions::default()
+    };
+    let fjall_sync = direct_creates(&new_store_with(dir, "latency-fjall", &no_journal)?, 2000)?;
+    row(
+        &mut t,
+        "  same, syncing fjall's journal instead of the commit journal",
+        &fjall_sync,
     );
     row(&mut t, "write 4 KiB", &writes);
     row(&mut t, "fsync after the write (barrier)", &fsyncd);

@@ -101,6 +101,11 @@ enum Cmd {
         /// Permission bits of the root directory (octal).
         #[arg(long, default_value = "755")]
         mode: String,
+        /// Size of each of the two commit-journal files in MiB; 0 makes a
+        /// store without one, which then syncs fjall's own journal per
+        /// commit (slower; for comparisons).
+        #[arg(long, default_value_t = 32)]
+        journal_mib: u64,
     },
     /// Issue credentials for a worker (run where the leader's state is).
     Join {
@@ -187,7 +192,7 @@ fn parse_owner(s: &str) -> Result<(u32, u32)> {
     Ok((u.parse().context("bad UID")?, g.parse().context("bad GID")?))
 }
 
-fn init(state_dir: &Path, owner: Option<String>, mode: &str) -> Result<()> {
+fn init(state_dir: &Path, owner: Option<String>, mode: &str, journal_mib: u64) -> Result<()> {
     let perm = u32::from_str_radix(mode, 8).context("--mode takes octal permission bits")?;
     if perm > 0o7777 {
         bail!("--mode {mode}: not permission bits");
@@ -203,7 +208,10 @@ fn init(state_dir: &Path, owner: Option<String>, mode: &str) -> Result<()> {
         ws,
         (perm, uid, gid),
         hsfs_engine::util::now_nanos(),
-        &EngineOptions::default(),
+        &EngineOptions {
+            journal_bytes: (journal_mib > 0).then_some(journal_mib << 20),
+            ..EngineOptions::default()
+        },
     )?;
     drop(e);
     WorkspaceCa::create(state_dir, ws)?;
@@ -259,7 +267,8 @@ fn main() -> Result<()> {
             state_dir,
             owner,
             mode,
-        } => init(&state_dir, owner, &mode),
+            journal_mib,
+        } => init(&state_dir, owner, &mode, journal_mib),
         Cmd::Join {
             state_dir,
             name,

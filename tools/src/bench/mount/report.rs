@@ -94,6 +94,7 @@ impl Report {
                 "runs": args.runs,
                 "scale": args.scale,
                 "hsfs_args": args.hsfs_args,
+                "hsfs_init_args": args.hsfs_init_args,
                 "only": args.only,
             }),
             runs: args.runs,

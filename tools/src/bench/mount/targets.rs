@@ -63,12 +63,12 @@ impl Target {
 }
 
 /// Sets up the targets in the order every run visits them.
-pub fn setup(scratch: &Path, hsfs_args: &str) -> Result<Vec<Target>> {
+pub fn setup(scratch: &Path, init_args: &str, hsfs_args: &str) -> Result<Vec<Target>> {
     Ok(vec![
         tmpfs()?,
         passthrough(scratch)?,
         disk(scratch)?,
-        hsfs(scratch, hsfs_args)?,
+        hsfs(scratch, init_args, hsfs_args)?,
     ])
 }
 
@@ -212,7 +212,7 @@ fn copy_example(name: &str, to: &Path) -> Result<()> {
 }
 
 /// `hsfs mount` of a fresh workspace whose state is on the disk.
-fn hsfs(scratch: &Path, extra: &str) -> Result<Target> {
+fn hsfs(scratch: &Path, init_args: &str, extra: &str) -> Result<Target> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name("hsfs");
     ensure!(
@@ -223,7 +223,11 @@ fn hsfs(scratch: &Path, extra: &str) -> Result<Target> {
     let state = scratch.join("hsfs-state");
     let mnt = scratch.join("hsfs-mnt");
     std::fs::create_dir(&mnt)?;
-    let init = Command::new(&bin).arg("init").arg(&state).output()?;
+    let init = Command::new(&bin)
+        .arg("init")
+        .arg(&state)
+        .args(init_args.split_whitespace())
+        .output()?;
     ensure!(
         init.status.success(),
         "hsfs init failed: {}",
