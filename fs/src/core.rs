@@ -58,6 +58,12 @@ impl CacheMode {
 pub struct FsConfig {
     /// Kernel caching.
     pub cache: CacheMode,
+    /// Whether the kernel may cache that a name does not exist. True where
+    /// every change comes through this mount (embedded). A worker's mount
+    /// must not: another host's create is invalidated asynchronously, and a
+    /// local op can fail because of it (mkdir: EEXIST) before the notice
+    /// lands — `mkdir -p` then stats the name and must find it.
+    pub negative_entries: bool,
 }
 
 impl Default for FsConfig {
@@ -66,6 +72,7 @@ impl Default for FsConfig {
             cache: CacheMode::Cached {
                 ttl: Duration::from_secs(30),
             },
+            negative_entries: true,
         }
     }
 }

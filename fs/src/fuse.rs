@@ -20,6 +20,7 @@ use hsfs_engine::{Errno, FileKind, NAME_MAX, Nanos, Node};
 use tracing::debug_span;
 
 use crate::core::{CacheMode, Core, DirItem, OpenMode};
+use crate::invalidate::Notice;
 
 /// The `fuser::Filesystem` of an hsfs mount.
 pub struct Fuse {
@@ -223,9 +224,10 @@ impl Filesystem for Fuse {
         let r = name_of(name).and_then(|n| self.core.lookup(parent.0, &n));
         match r {
             Ok(n) => reply.entry(&self.ttl, &attr(&n), Generation(0)),
-            // Every create of the name goes through a mount, which applies
-            // it and invalidates the negative entry.
-            Err(Errno::ENOENT) if !self.ttl.is_zero() => {
+            // Cached only where every create of the name goes through this
+            // mount, whose kernel then drops the negative entry itself
+            // (FsConfig::negative_entries).
+            Err(Errno::ENOENT) if !self.ttl.is_zero() && self.core.config().negative_entries => {
                 reply.entry(&self.ttl, &negative_attr(), Generation(0))
             }
             Err(e) => reply.error(fe(e)),
@@ -438,21 +440,46 @@ impl Filesystem for Fuse {
             // RENAME_WHITEOUT (overlayfs) and combinations.
             return reply.error(fuser::Errno::EINVAL);
         };
-        match (name_of(name), name_of(newname)) {
-            (Ok(name), Ok(new_name)) => self.removal_op(
-                Op::Rename {
-                    parent: parent.0,
-                    name,
-                    new_parent: newparent.0,
-                    new_name: new_name.clone(),
-                    mode,
-                    keep_orphan: false,
-                },
-                (newparent.0, &new_name),
-                reply,
-            ),
-            (Err(e), _) | (_, Err(e)) => reply.error(fe(e)),
-        }
+        let (name, new_name) = match (name_of(name), name_of(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(fe(e)),
+        };
+        let target = self.core.removal_target(newparent.0, &new_name);
+        // A directory moved to another parent has a new ".." entry: the
+        // kernel drops the cached listings of both parents itself, not the
+        // moved directory's own one, so the core does it before replying.
+        let moved = if parent == newparent {
+            Vec::new()
+        } else {
+            [(parent.0, &name), (newparent.0, &new_name)]
+                .into_iter()
+                .filter_map(|(p, n)| self.core.removal_target(p, n))
+                .filter(|n| n.kind == FileKind::Dir)
+                .map(|n| n.ino)
+                .collect()
+        };
+        let core = self.core.clone();
+        self.core.mutate(
+            Op::Rename {
+                parent: parent.0,
+                name,
+                new_parent: newparent.0,
+                new_name,
+                mode,
+                keep_orphan: false,
+            },
+            Payload::none(),
+            Box::new(move |r| match r {
+                Ok(ack) => {
+                    core.removed(target, &ack);
+                    for ino in moved {
+                        core.invalidate(&Notice::Inode(ino, 0, 0));
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(fe(e)),
+            }),
+        );
     }
 
     fn link(
@@ -584,8 +611,18 @@ impl Filesystem for Fuse {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _s = debug_span!("opendir", ino = ino.0, pid = req.pid()).entered();
+        // With caching on, the kernel keeps listings in the directory's page
+        // cache across opens. It drops them itself when this mount changes
+        // the directory, and our remote invalidations (`Notice::Inode(dir,
+        // 0, 0)` for every changed entry) drop them for other mounts'
+        // changes.
+        let flags = if matches!(self.core.config().cache, CacheMode::Cached { .. }) {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
         match self.core.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), flags),
             Err(e) => reply.error(fe(e)),
         }
     }

@@ -46,7 +46,14 @@ pub fn notices(a: &Applied) -> Vec<Notice> {
             }
             Space::Nodes => {
                 if let Some(ino) = keys::be_u64(key) {
-                    out.insert(Notice::Inode(ino, -1, 0));
+                    // A rename changes the moved node's parent: a moved
+                    // directory's cached listing (its "..") goes too.
+                    let off = if matches!(a.entry.op, Op::Rename { .. }) {
+                        0
+                    } else {
+                        -1
+                    };
+                    out.insert(Notice::Inode(ino, off, 0));
                 }
             }
             _ => {}

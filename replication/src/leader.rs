@@ -587,7 +587,16 @@ async fn intent(
 ) -> Result<(), WireError> {
     let IntentFrame { intent, inline } = frame;
     let refs = intent.op.chunks().to_vec();
-    let done = |r: Result<hsfs_engine::op::Ack, Errno>| IntentReply::Done(r.map_err(|e| e.0));
+    let engine = shared.engine.clone();
+    let done = move |r: Result<hsfs_engine::op::Ack, Errno>| match r {
+        Ok(ack) => IntentReply::Done(Ok(ack)),
+        // The failure was decided against a state at or before this index
+        // (a batch's callbacks run once it is durable).
+        Err(e) => IntentReply::Refused {
+            errno: e.0,
+            index: engine.applied_index(),
+        },
+    };
     if refs.len() > limits.max_hashes as usize || refs.iter().any(|r| r.len > limits.max_chunk) {
         wire::write(&mut send, &done(Err(Errno::EINVAL))).await?;
         return Ok(());

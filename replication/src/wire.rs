@@ -221,8 +221,19 @@ pub struct IntentFrame {
 pub enum IntentReply {
     /// Send these chunks (as [`ChunkPut`] frames).
     Need(Vec<Hash>),
-    /// The outcome: the ack (durable) or an errno.
+    /// The outcome: the ack (durable) or an errno (leaders now send
+    /// [`IntentReply::Refused`] for errors).
     Done(Result<Ack, i32>),
+    /// The intent failed with `errno` against the state at log `index` (or
+    /// earlier). The worker returns the error only once its replica has
+    /// applied `index`: a local `stat` after `mkdir` failed with EEXIST
+    /// must find what made it fail.
+    Refused {
+        /// The errno.
+        errno: i32,
+        /// Applied index of the leader when it answered.
+        index: u64,
+    },
 }
 
 /// One chunk sent for an intent.

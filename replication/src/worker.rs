@@ -818,7 +818,12 @@ async fn drive(shared: &Arc<Shared>, intent: &Intent, payload: &Payload) -> Resu
                 wait_applied(shared, ack.index).await?;
                 return Ok(ack);
             }
-            Ok(Err(e)) => return Err(e),
+            Ok(Err((e, index))) => {
+                // Read-your-failures: what made it fail is visible here
+                // before the syscall returns.
+                wait_applied(shared, index).await?;
+                return Err(e);
+            }
             Err(()) => {
                 // The answer is lost: committed or not, only the leader
                 // knows. Resolve after reconnecting.
@@ -854,7 +859,7 @@ async fn send_intent(
     shared: &Shared,
     intent: &Intent,
     payload: &Payload,
-) -> Result<Result<Ack, Errno>, ()> {
+) -> Result<Result<Ack, (Errno, u64)>, ()> {
     let (mut send, mut recv) = sess.conn.open_bi().await.map_err(|_| ())?;
     let inline = if !payload.is_empty() && payload.len() <= sess.limits.inline_max as usize {
         payload.pieces().iter().map(|(_, d)| d.to_vec()).collect()
@@ -879,7 +884,11 @@ async fn send_intent(
                 // Test hook: die between the leader's ack and the syscall's
                 // return (the "kill -9 between intent and ack" case).
                 shared.engine.failpoints().hit("worker.ack_received");
-                return Ok(r.map_err(Errno));
+                return Ok(r.map_err(|e| (Errno(e), 0)));
+            }
+            IntentReply::Refused { errno, index } => {
+                shared.engine.failpoints().hit("worker.ack_received");
+                return Ok(Err((Errno(errno), index)));
             }
             IntentReply::Need(hashes) => {
                 for h in hashes {
@@ -888,7 +897,7 @@ async fn send_intent(
                         None => match shared.engine.chunk(&h) {
                             Ok(d) => d.to_vec(),
                             // We cannot produce it: fail the intent.
-                            Err(_) => return Ok(Err(Errno::EIO)),
+                            Err(_) => return Ok(Err((Errno::EIO, 0))),
                         },
                     };
                     wire::write(&mut send, &ChunkPut { hash: h, data })

@@ -112,6 +112,21 @@ fn three_workers_share_one_tree() {
     );
     assert_eq!(roots[0], c.leader.status()["root"]);
 
+    // Read-your-failures: B's mkdir fails because A made the directory a
+    // moment ago, and B's kernel had looked the name up before. B must then
+    // see the directory (this is what `mkdir -p` does on EEXIST).
+    let (a, b) = (&c.workers[0], &c.workers[1]);
+    std::fs::create_dir(a.path("race")).unwrap();
+    c.converge(T);
+    for i in 0..50 {
+        let p = format!("race/r{i}");
+        assert!(std::fs::symlink_metadata(b.path(&p)).is_err());
+        std::fs::create_dir(a.path(&p)).unwrap();
+        let e = std::fs::create_dir(b.path(&p)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{p}");
+        assert!(b.path(&p).is_dir(), "{p}: EEXIST, yet not visible on B");
+    }
+
     // git clone on one worker, git status on another.
     let src = c.dir.path().join("src-repo");
     run(Command::new("git").args(["init", "-q"]).arg(&src));

@@ -152,7 +152,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     crate::checks::fuse_available()?;
     crate::checks::mountpoint_usable(&args.mountpoint)?;
     let opens = Arc::new(OpenTable::default());
-    let fs_config = FsConfig { cache: args.cache };
+    let fs_config = FsConfig {
+        cache: args.cache,
+        negative_entries: matches!(args.role, Role::Embedded { .. }),
+    };
     let (engine, core, backend) = match &args.role {
         Role::Embedded { commit } => {
             let engine = Engine::open_dir(&args.state_dir, &EngineOptions::default())
