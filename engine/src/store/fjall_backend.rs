@@ -10,7 +10,7 @@ use crate::keys::Space;
 
 /// Tuning of the fjall store. Memory is bounded by the block cache plus
 /// the memtables (each keyspace's is flushed once it reaches its size):
-/// with the defaults at most 32 + 32 + 16 + 9 x 8 = 152 MiB.
+/// with the defaults at most 32 + 32 + 16 + 2 + 8 x 8 = 146 MiB.
 #[derive(Clone, Debug)]
 pub struct FjallOptions {
     /// Block cache size in bytes (shared by all keyspaces).
@@ -22,8 +22,16 @@ pub struct FjallOptions {
     pub chunk_memtable_bytes: u64,
     /// Memtable size of the Merkle keyspace (rewritten on every commit).
     pub merkle_memtable_bytes: u64,
+    /// Memtable size of the extent keyspace. Small: every overwrite
+    /// replaces extent keys, and a range scan over the memtable steps over
+    /// each replaced version (slow pointer chasing), while flushed tables
+    /// are cheap to skip through and compaction drops the dead versions.
+    pub extent_memtable_bytes: u64,
     /// Memtable size of every other keyspace.
     pub memtable_bytes: u64,
+    /// fjall's journal is bounded to this size: past it, the oldest
+    /// memtables are flushed so their journal files can go.
+    pub journal_bytes: u64,
 }
 
 impl Default for FjallOptions {
@@ -33,7 +41,9 @@ impl Default for FjallOptions {
             blob_threshold: 4096,
             chunk_memtable_bytes: 32 << 20,
             merkle_memtable_bytes: 16 << 20,
+            extent_memtable_bytes: 2 << 20,
             memtable_bytes: 8 << 20,
+            journal_bytes: 256 << 20,
         }
     }
 }
@@ -58,12 +68,19 @@ impl FjallBackend {
     pub fn open(path: &Path, opts: &FjallOptions) -> Result<FjallBackend, StoreError> {
         let db = Database::builder(path)
             .cache_size(opts.cache_bytes)
+            .max_journaling_size(opts.journal_bytes)
             .open()?;
         let mut spaces = Vec::with_capacity(Space::ALL.len());
         for s in Space::ALL {
             let threshold = opts.blob_threshold;
+            let memtable = match s {
+                Space::Chunks => opts.chunk_memtable_bytes,
+                Space::Merkle => opts.merkle_memtable_bytes,
+                Space::Extents => opts.extent_memtable_bytes,
+                _ => opts.memtable_bytes,
+            };
             let ks = db.keyspace(s.name(), move || {
-                let o = KeyspaceCreateOptions::default();
+                let o = KeyspaceCreateOptions::default().max_memtable_size(memtable);
                 if s == Space::Chunks {
                     o.with_kv_separation(Some(
                         KvSeparationOptions::default().separation_threshold(threshold),
