@@ -1,7 +1,7 @@
 //! The hsfs FUSE layer.
 //!
 //! * [`core::Core`] is the filesystem logic over the engine (reads) and a
-//!   [`committer::Committer`] (mutations), testable without the kernel.
+//!   [`Committer`] (mutations), testable without the kernel.
 //! * [`fuse::Fuse`] is the thin fuser adapter.
 //! * [`mount`] mounts a core and keeps the kernel notifier.
 
