@@ -1060,11 +1060,12 @@ fn stress(dir: &Path, stressors: &[(&str, u32, u64)], extra: &[&str], timeout_s:
     for &(name, _, ops) in stressors {
         let n = done.get(name).copied();
         assert!(n.is_some(), "no metrics for stressor {name}:\n{all}");
+        // A stressor may overshoot by an op or so (lockf checks its bound
+        // once per lock/unlock pair); fewer means it ran out of time.
         if ops > 0 {
-            assert_eq!(
-                n,
-                Some(ops),
-                "stressor {name} did not finish its ops in time:\n{all}"
+            assert!(
+                n >= Some(ops),
+                "stressor {name} did not finish its {ops} ops in time:\n{all}"
             );
         }
     }
