@@ -2,6 +2,8 @@
 
 pub mod cluster;
 pub mod mount;
+pub mod populate;
+pub mod scale;
 
 use std::io::Write;
 use std::path::Path;
@@ -75,6 +77,16 @@ impl Samples {
 #[must_use]
 pub fn us(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e8).round() / 100.0
+}
+
+/// A figure for a table: integers from 100 up, two decimals below.
+#[must_use]
+pub fn num(x: f64) -> Value {
+    if x.abs() >= 100.0 {
+        json!(x.round() as i64)
+    } else {
+        json!(x)
+    }
 }
 
 /// p50/p99 of a small append + fdatasync on the filesystem of `dir`: the

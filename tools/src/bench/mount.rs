@@ -4,10 +4,11 @@
 //! disk. Every workload verifies its effect before its figure counts; runs
 //! alternate targets and the tables show the median of the runs.
 
-mod git;
+mod cargo;
+pub(crate) mod git;
 mod parallel;
 mod report;
-mod targets;
+pub(crate) mod targets;
 mod workloads;
 
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ pub struct MountArgs {
     scale: f64,
     /// Run only these workload groups (or the groups of these workloads),
     /// comma-separated: files, write, fsync, tree, seq, random, append,
-    /// git, parallel.
+    /// git, cargo, parallel.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Write the tables and every run's raw figures as JSON here.
@@ -150,6 +151,7 @@ pub struct Env {
     /// Scratch directory on the disk (outside every target).
     pub scratch: PathBuf,
     pub git: Option<git::Source>,
+    pub cargo: Option<cargo::Source>,
 }
 
 impl Env {
@@ -209,6 +211,7 @@ static GROUPS: &[&Group] = &[
     &workloads::RANDOM,
     &workloads::APPEND,
     &git::GIT,
+    &cargo::CARGO,
     &parallel::PARALLEL,
 ];
 
@@ -253,7 +256,7 @@ pub fn run(args: MountArgs) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
-    let scratch = Scratch::new(&args.dir)?;
+    let scratch = Scratch::new(&args.dir, "hsfs-bench-mount-")?;
     let floor = fdatasync_floor(scratch.path(), ((2000.0 * args.scale) as usize).max(200))
         .context("measuring the fdatasync floor")?;
     let env = Env {
@@ -262,6 +265,11 @@ pub fn run(args: MountArgs) -> Result<()> {
         scratch: scratch.path().to_path_buf(),
         git: if groups.iter().any(|g| g.name == git::GIT.name) {
             Some(git::Source::prepare(scratch.path(), args.scale)?)
+        } else {
+            None
+        },
+        cargo: if groups.iter().any(|g| g.name == cargo::CARGO.name) {
+            Some(cargo::Source::prepare(scratch.path(), args.scale)?)
         } else {
             None
         },

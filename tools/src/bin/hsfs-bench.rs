@@ -10,6 +10,11 @@
 //! [--json FILE] [--hsfs-args "..."]`: whole-mount workloads on tmpfs,
 //! passthrough_ll over tmpfs (the FUSE floor), the local disk and an hsfs
 //! mount, with the disk's fdatasync floor (see docs/PERFORMANCE.md).
+//!
+//! `hsfs-bench scale [--dir DIR] [--scale F] [--json FILE] [--hsfs-args
+//! "..."]`: mount time of a 1M-file workspace, `ls` of a 100k-entry
+//! directory, RSS after reading a 100k-file 2 GiB workspace, a 10 GiB file
+//! read back byte-exact, store size of a git clone and of identical files.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,10 +25,11 @@ use clap::{Parser, Subcommand};
 use hsfs_engine::chunks::Payload;
 use hsfs_engine::commit::{CommitConfig, Committer, NoneOpen, SystemClock};
 use hsfs_engine::keys::Space;
-use hsfs_engine::op::{Intent, Op, OpResult, Origin, WriteAt};
+use hsfs_engine::op::{Op, WriteAt};
 use hsfs_engine::store::mem::MemBackend;
-use hsfs_engine::{
-    ClientId, Engine, EngineOptions, FileKind, Ino, IntentId, ROOT_INO, WorkspaceId,
+use hsfs_engine::{Engine, EngineOptions, Ino, ROOT_INO, WorkspaceId};
+use hsfs_tools::bench::populate::{
+    Shape, create, data, ino_of, intent, new_store, new_store_with, populate,
 };
 use hsfs_tools::bench::{Samples, Table, fdatasync_floor, us};
 use serde_json::{Value, json};
@@ -54,6 +60,10 @@ enum Cmd {
     },
     /// Whole-mount workloads: tmpfs, passthrough_ll, local disk and hsfs.
     Mount(hsfs_tools::bench::mount::MountArgs),
+    /// Scale, memory and space targets: a 1M-file workspace, RSS on a
+    /// 100k-file one, a 10 GiB file, store size of a git clone and of
+    /// identical files.
+    Scale(hsfs_tools::bench::scale::ScaleArgs),
     /// One process of the concurrent mount workloads (internal).
     #[command(hide = true)]
     Worker(hsfs_tools::bench::mount::WorkerArgs),
@@ -72,68 +82,6 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-}
-
-fn intent(client: u8, seq: u64, op: Op) -> Intent {
-    Intent {
-        id: IntentId {
-            client: ClientId([client; 16]),
-            seq,
-        },
-        origin: Origin {
-            worker: "bench".into(),
-            agent: format!("c{client}"),
-        },
-        op,
-    }
-}
-
-fn create(parent: Ino, name: String) -> Op {
-    Op::Create {
-        parent,
-        name: name.into_bytes(),
-        kind: FileKind::File,
-        perm: 0o644,
-        uid: 0,
-        gid: 0,
-        excl: true,
-        truncate: false,
-    }
-}
-
-fn ino_of(r: OpResult) -> Ino {
-    match r {
-        OpResult::Node { ino, .. } => ino,
-        other => panic!("expected a node, got {other:?}"),
-    }
-}
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn new_store(dir: &Path, name: &str) -> Result<Engine> {
-    new_store_with(dir, name, &EngineOptions::default())
-}
-
-fn new_store_with(dir: &Path, name: &str, opts: &EngineOptions) -> Result<Engine> {
-    let p = dir.join(name);
-    let _ = std::fs::remove_dir_all(&p);
-    Ok(Engine::init_dir(
-        &p,
-        WorkspaceId([9; 16]),
-        (0o755, 0, 0),
-        1,
-        opts,
-    )?)
 }
 
 /// Creates through the batch API, one durable batch each.
@@ -348,68 +296,6 @@ fn throughput(dir: &Path, tables: &mut Vec<Table>) -> Result<()> {
     Ok(())
 }
 
-/// A store of `n` small files, built with unsynced batches.
-fn populate(e: &Engine, n: u64) -> Result<Vec<Ino>> {
-    let mut inos = Vec::with_capacity(n as usize);
-    let mut seq = 0;
-    let mut time = 10;
-    let mut dir = ROOT_INO;
-    for chunk in 0..n.div_ceil(1000) {
-        let mut b = e.batch()?;
-        seq += 1;
-        time += 1;
-        let a = b
-            .commit_intent(
-                &intent(
-                    2,
-                    seq,
-                    Op::Mkdir {
-                        parent: ROOT_INO,
-                        name: format!("d{chunk}").into_bytes(),
-                        perm: 0o755,
-                        uid: 0,
-                        gid: 0,
-                    },
-                ),
-                time,
-            )
-            .map_err(|f| anyhow::anyhow!("{f}"))?;
-        dir = ino_of(a.result).max(dir);
-        for i in chunk * 1000..((chunk + 1) * 1000).min(n) {
-            seq += 1;
-            time += 1;
-            let a = b
-                .commit_intent(&intent(2, seq, create(dir, format!("f{i}"))), time)
-                .map_err(|f| anyhow::anyhow!("{f}"))?;
-            let ino = ino_of(a.result);
-            let buf = data(1024, i);
-            let (refs, p) = Payload::split(Some(0), &buf);
-            for (h, d) in p.pieces() {
-                b.put_chunk(*h, d.as_ref());
-            }
-            seq += 1;
-            time += 1;
-            b.commit_intent(
-                &intent(
-                    2,
-                    seq,
-                    Op::Write {
-                        ino,
-                        at: WriteAt::Offset(0),
-                        chunks: refs,
-                    },
-                ),
-                time,
-            )
-            .map_err(|f| anyhow::anyhow!("{f}"))?;
-            inos.push(ino);
-        }
-        b.finish(false)?;
-    }
-    e.backend().sync()?;
-    Ok(inos)
-}
-
 /// Apply throughput without the disk, Merkle update and proof latency,
 /// chunk put/get and fsck speed on a store of `files` files.
 fn engine_figures(dir: &Path, files: u64, tables: &mut Vec<Table>) -> Result<()> {
@@ -422,7 +308,7 @@ fn engine_figures(dir: &Path, files: u64, tables: &mut Vec<Table>) -> Result<()>
         1,
     )?;
     let start = Instant::now();
-    let n = populate(&mem, 20_000)?.len() as f64;
+    let n = populate(&mem, &Shape::uniform(20_000, 1000, 1024), &mut |_| Ok(()))?.len() as f64;
     let secs = start.elapsed().as_secs_f64();
     let mut t = Table::new(
         "Apply (in-memory store, batches of 1000 files)",
@@ -439,7 +325,7 @@ fn engine_figures(dir: &Path, files: u64, tables: &mut Vec<Table>) -> Result<()>
 
     let e = new_store(dir, "big")?;
     let start = Instant::now();
-    let inos = populate(&e, files)?;
+    let inos = populate(&e, &Shape::uniform(files, 1000, 1024), &mut |_| Ok(()))?;
     let build = start.elapsed();
     // A 1000-chunk file.
     let mut b = e.batch()?;
@@ -629,6 +515,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Mount(args) => hsfs_tools::bench::mount::run(args),
+        Cmd::Scale(args) => hsfs_tools::bench::scale::run(args),
         Cmd::Worker(args) => hsfs_tools::bench::mount::worker(args),
         Cmd::Cluster {
             dir,

@@ -129,7 +129,7 @@ fn registry_crates(n: usize) -> Result<Vec<PathBuf>> {
 }
 
 /// Copies a directory tree, skipping build output and nested repositories.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir(to)?;
     for e in fs::read_dir(from)? {
         let e = e?;
@@ -197,7 +197,9 @@ fn run(cx: &mut Ctx) -> Result<()> {
     cx.record("git_commit", commit(src, &repo))
 }
 
-fn clone(src: &Source, dir: &Path, repo: &Path) -> Result<Measurement> {
+/// `git clone --no-local` of the source into `dir/repo` (named `repo`),
+/// checked: HEAD and the number of tracked files.
+pub fn clone(src: &Source, dir: &Path, repo: &Path) -> Result<Measurement> {
     let args = ["clone", "-q", "--no-local", path_str(&src.bare)?, "repo"];
     let (d, _) = timed_git(&src.home, dir, &args)?;
     let head = git(&src.home, repo, &["rev-parse", "HEAD"])?;

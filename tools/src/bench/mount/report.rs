@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::targets::Target;
 use super::{GroupRun, Measurement, MountArgs, Spec, Unit};
-use crate::bench::{Samples, Table, us};
+use crate::bench::{Samples, Table, num, us};
 
 const PASSTHROUGH: &str = "passthrough_ll";
 const HSFS: &str = "hsfs";
@@ -405,15 +405,6 @@ impl Report {
 
 fn dash() -> Value {
     json!("-")
-}
-
-/// Integers from 100 up, two decimals below.
-fn num(x: f64) -> Value {
-    if x.abs() >= 100.0 {
-        json!(x.round() as i64)
-    } else {
-        json!(x)
-    }
 }
 
 fn figure(unit: Unit, x: f64) -> Value {

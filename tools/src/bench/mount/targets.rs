@@ -33,17 +33,7 @@ impl Target {
     /// VmRSS of the process serving the target, in MiB.
     #[must_use]
     pub fn rss_mib(&self) -> Option<f64> {
-        let pid = self.mount.as_ref()?.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kb: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb / 1024.0)
+        self.mount.as_ref()?.rss_mib().ok()
     }
 
     /// Disk usage of the hsfs store (allocated bytes under STATE/db, as
@@ -124,6 +114,7 @@ fn passthrough(scratch: &Path) -> Result<Target> {
         child,
         sigterm: false,
         log,
+        stopped: false,
     };
     mount.wait_mounted(Duration::from_secs(10))?;
     Ok(Target {
@@ -178,14 +169,16 @@ fn bench_dir() -> Result<PathBuf> {
     Ok(target_dir.join("hsfs-bench"))
 }
 
-/// Copies the logs of the FUSE servers to target/hsfs-bench/logs before
-/// the scratch directory goes.
+/// Copies the logs of the FUSE servers (every `*.log` of the scratch
+/// directory) to target/hsfs-bench/logs before the scratch directory goes.
 pub fn keep_logs(scratch: &Path) -> Result<PathBuf> {
     let to = bench_dir()?.join("logs");
     std::fs::create_dir_all(&to)?;
-    for name in ["hsfs.log", "passthrough_ll.log"] {
-        let from = scratch.join(name);
-        if from.exists() {
+    for e in std::fs::read_dir(scratch)? {
+        let from = e?.path();
+        if from.extension().is_some_and(|x| x == "log")
+            && let Some(name) = from.file_name()
+        {
             std::fs::copy(&from, to.join(name))?;
         }
     }
@@ -211,19 +204,23 @@ fn copy_example(name: &str, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `hsfs mount` of a fresh workspace whose state is on the disk.
-fn hsfs(scratch: &Path, init_args: &str, extra: &str) -> Result<Target> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("hsfs");
+/// The `hsfs` binary next to this executable.
+pub fn hsfs_bin() -> Result<PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name("hsfs");
     ensure!(
         bin.exists(),
         "{} is missing: cargo build --release -p hsfs-tools",
         bin.display()
     );
+    Ok(bin)
+}
+
+/// `hsfs mount` of a fresh workspace whose state is on the disk.
+fn hsfs(scratch: &Path, init_args: &str, extra: &str) -> Result<Target> {
     let state = scratch.join("hsfs-state");
     let mnt = scratch.join("hsfs-mnt");
     std::fs::create_dir(&mnt)?;
-    let init = Command::new(&bin)
+    let init = Command::new(hsfs_bin()?)
         .arg("init")
         .arg(&state)
         .args(init_args.split_whitespace())
@@ -233,39 +230,7 @@ fn hsfs(scratch: &Path, init_args: &str, extra: &str) -> Result<Target> {
         "hsfs init failed: {}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let log = scratch.join("hsfs.log");
-    let mut child = Command::new(&bin)
-        .arg("mount")
-        .arg(&state)
-        .arg(&mnt)
-        .args(extra.split_whitespace())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let ready = readiness(child.stdout.take().context("hsfs stdout")?);
-    let mount = Mount {
-        name: "hsfs",
-        mnt: mnt.clone(),
-        child,
-        sigterm: true,
-        log,
-    };
-    match ready.recv_timeout(Duration::from_secs(120)) {
-        Ok(()) => {}
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            bail!("hsfs mount exited before mounting:\n{}", mount.log_tail())
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            bail!("hsfs mount not ready after 120 s:\n{}", mount.log_tail())
-        }
-    }
-    ensure!(
-        is_mount_point(&mnt)?,
-        "hsfs printed its readiness line but nothing is mounted"
-    );
+    let mount = Mount::hsfs(&state, &mnt, extra, &scratch.join("hsfs.log"))?;
     Ok(Target {
         name: "hsfs",
         root: mnt,
@@ -290,17 +255,88 @@ fn readiness(out: std::process::ChildStdout) -> mpsc::Receiver<()> {
     rx
 }
 
-/// A FUSE server child process and its mount point.
-struct Mount {
+/// A FUSE server child process and its mount point, stopped and unmounted
+/// on drop (also on panic).
+pub struct Mount {
     name: &'static str,
     mnt: PathBuf,
     child: Child,
     /// Stop with SIGTERM (hsfs); otherwise with `fusermount3 -u`.
     sigterm: bool,
     log: PathBuf,
+    /// Stopped already (the child is reaped: never signal its pid again).
+    stopped: bool,
 }
 
 impl Mount {
+    /// `hsfs mount STATE MNT EXTRA...`, returned once hsfs has printed its
+    /// readiness line and the mount point is mounted. Its stderr goes to
+    /// `log`.
+    pub fn hsfs(state: &Path, mnt: &Path, extra: &str, log: &Path) -> Result<Mount> {
+        let bin = hsfs_bin()?;
+        let mut child = Command::new(&bin)
+            .arg("mount")
+            .arg(state)
+            .arg(mnt)
+            .args(extra.split_whitespace())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let ready = readiness(child.stdout.take().context("hsfs stdout")?);
+        let mount = Mount {
+            name: "hsfs",
+            mnt: mnt.to_path_buf(),
+            child,
+            sigterm: true,
+            log: log.to_path_buf(),
+            stopped: false,
+        };
+        match ready.recv_timeout(Duration::from_secs(120)) {
+            Ok(()) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("hsfs mount exited before mounting:\n{}", mount.log_tail())
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bail!("hsfs mount not ready after 120 s:\n{}", mount.log_tail())
+            }
+        }
+        ensure!(
+            is_mount_point(mnt)?,
+            "hsfs printed its readiness line but nothing is mounted"
+        );
+        Ok(mount)
+    }
+
+    /// VmRSS of the server process, in MiB.
+    pub fn rss_mib(&self) -> Result<f64> {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .context("no VmRSS line in /proc/PID/status")?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?;
+        Ok(kb / 1024.0)
+    }
+
+    /// Stops the server; fails unless it exits cleanly and leaves nothing
+    /// mounted.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    /// The mount point.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+
     fn wait_mounted(&mut self, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {
@@ -334,6 +370,44 @@ impl Mount {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
+    /// Stops the server (once): SIGTERM or `fusermount3 -u`, a wait, and
+    /// a forced unmount if anything is left; fails unless it exited
+    /// cleanly.
+    fn shutdown(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.stopped, true) {
+            return Ok(());
+        }
+        if self.sigterm {
+            // SAFETY: signalling our own child, not yet reaped.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        } else {
+            fusermount_u(&self.mnt);
+        }
+        let exit = match self.wait_exit(Duration::from_secs(120)) {
+            Some(st) if st.success() => Ok(()),
+            Some(st) => Err(anyhow::anyhow!(
+                "{} exited with {st}:\n{}",
+                self.name,
+                self.log_tail()
+            )),
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                Err(anyhow::anyhow!(
+                    "{} did not stop in time; killed it",
+                    self.name
+                ))
+            }
+        };
+        if is_mount_point(&self.mnt).unwrap_or(true) {
+            fusermount_u(&self.mnt);
+        }
+        if is_mount_point(&self.mnt).unwrap_or(true) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+        exit
+    }
+
     fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
@@ -348,30 +422,8 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if self.sigterm {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        } else {
-            fusermount_u(&self.mnt);
-        }
-        match self.wait_exit(Duration::from_secs(120)) {
-            Some(st) if st.success() => {}
-            Some(st) => eprintln!(
-                "warning: {} exited with {st}:\n{}",
-                self.name,
-                self.log_tail()
-            ),
-            None => {
-                eprintln!("warning: {} did not stop in time; killing it", self.name);
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-        if is_mount_point(&self.mnt).unwrap_or(true) {
-            fusermount_u(&self.mnt);
-        }
-        if is_mount_point(&self.mnt).unwrap_or(true) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        if let Err(e) = self.shutdown() {
+            eprintln!("warning: {e:#}");
         }
     }
 }
@@ -427,8 +479,9 @@ pub fn tree_bytes(dir: &Path) -> u64 {
     tree_sum(dir, &|m| m.len())
 }
 
-/// Bytes allocated to the files under `dir`.
-fn tree_usage(dir: &Path) -> u64 {
+/// Bytes allocated to the files under `dir` (what `du` counts).
+#[must_use]
+pub fn tree_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     tree_sum(dir, &|m| m.blocks() * 512)
 }
@@ -471,9 +524,10 @@ fn shm_dir(prefix: &str) -> Result<TempDir> {
 pub struct Scratch(Option<TempDir>);
 
 impl Scratch {
-    pub fn new(parent: &Path) -> Result<Scratch> {
+    /// A temp dir `PREFIX*` in `parent`.
+    pub fn new(parent: &Path, prefix: &str) -> Result<Scratch> {
         let d = tempfile::Builder::new()
-            .prefix("hsfs-bench-mount-")
+            .prefix(prefix)
             .tempdir_in(parent)
             .with_context(|| format!("creating a temp dir in {}", parent.display()))?;
         Ok(Scratch(Some(d)))

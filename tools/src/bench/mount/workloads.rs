@@ -14,6 +14,7 @@ use anyhow::{Context, Result, ensure};
 use super::targets::drop_caches;
 use super::{Ctx, Group, Measurement, Spec, Unit};
 use crate::bench::Samples;
+use crate::bench::populate::fill;
 
 const PAGE: usize = 4096;
 const BLOCK: usize = 1 << 20;
@@ -154,17 +155,6 @@ pub fn name(i: usize) -> String {
 
 fn renamed(i: usize) -> String {
     format!("g{i:06}")
-}
-
-/// Fills `buf` with deterministic bytes that differ for every seed.
-pub fn fill(buf: &mut [u8], seed: u64) {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for c in buf.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
 }
 
 /// The content of 4 KiB file `i`.
