@@ -159,12 +159,26 @@ fn failpoint_matrix_journaled() {
     failpoint_matrix_with(true);
 }
 
+/// The same with the pipeline committing on the submitting thread (every
+/// intent of `submit_all` finds the pipeline idle, so each one commits
+/// inline, and the crash happens on the test's own thread).
+#[test]
+fn failpoint_matrix_inline() {
+    failpoint_matrix_of(false, true);
+}
+
 fn failpoint_matrix_with(journaled: bool) {
+    failpoint_matrix_of(journaled, false);
+}
+
+fn failpoint_matrix_of(journaled: bool, inline: bool) {
     for &point in POINTS {
         for nth in 1..=4 {
             let jdir = tempfile::tempdir().unwrap();
             let mut h = if journaled {
                 harness_journaled(jdir.path(), 4096)
+            } else if inline {
+                harness_inline()
             } else {
                 harness()
             };

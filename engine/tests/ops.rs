@@ -841,3 +841,65 @@ fn readdir_order_and_resume() {
     );
     assert_eq!(rest, ["a", "aa", "b", "zz", "ä"]);
 }
+
+/// With `inline_when_idle`, a lone intent is committed on the submitting
+/// thread (its callback runs there, before `submit` returns); intents from
+/// many threads at once (those finding the pipeline busy queue for the
+/// commit thread) all commit exactly once.
+#[test]
+fn inline_when_idle_commits_on_the_caller() {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let mut h = harness_inline();
+    let caller = std::thread::current().id();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let it = h.intent(Op::Mkdir {
+        parent: R,
+        name: b"lone".to_vec(),
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+    });
+    h.committer.submit(
+        it,
+        hsfs_engine::chunks::Payload::none(),
+        Box::new(move |r| {
+            tx.send((std::thread::current().id(), r)).unwrap();
+        }),
+    );
+    let (on, r) = rx.try_recv().expect("answered before submit returned");
+    assert_eq!(on, caller);
+    assert!(r.is_ok(), "{r:?}");
+
+    let committer = &h.committer;
+    std::thread::scope(|s| {
+        for t in 0..8u8 {
+            s.spawn(move || {
+                for i in 0..50u64 {
+                    let it = hsfs_engine::op::Intent {
+                        id: hsfs_engine::IntentId {
+                            client: hsfs_engine::ClientId([t + 10; 16]),
+                            seq: i + 1,
+                        },
+                        origin: Default::default(),
+                        op: Op::Mkdir {
+                            parent: R,
+                            name: format!("t{t}-{i}").into_bytes(),
+                            perm: 0o755,
+                            uid: 0,
+                            gid: 0,
+                        },
+                    };
+                    committer
+                        .commit(it, hsfs_engine::chunks::Payload::none())
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(committer.stats().entries.load(Relaxed), 401);
+    assert_eq!(committer.stats().answered.load(Relaxed), 401);
+    assert_eq!(committer.pending(), 0);
+    assert_eq!(h.engine.readdir(R, None, 1000).unwrap().len(), 401);
+    h.fsck();
+}

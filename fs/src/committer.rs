@@ -29,6 +29,12 @@ impl Embedded {
         open: Arc<dyn commit::OpenFiles>,
         origin: Origin,
     ) -> Embedded {
+        // The callers are FUSE threads, which may block for a durable
+        // write: a lone writer's intent is committed on its own thread.
+        let config = commit::CommitConfig {
+            inline_when_idle: true,
+            ..config
+        };
         Embedded {
             pipeline: commit::Committer::start(engine, config, Arc::new(commit::SystemClock), open),
             client: ClientId::random(),

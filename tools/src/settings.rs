@@ -14,6 +14,7 @@
 //! cache = "on"        # "on" (exact invalidation) or "off" (nothing cached)
 //! ttl_s = 30.0        # entry/attribute timeout with cache = "on"
 //! threads = 4
+//! readahead_kib = 4096 # kernel readahead of the mount (0: the kernel's 128)
 //! allow_other = false
 //! read_only = false
 //! name = "host-a"     # worker name in log entries (default: host name)
@@ -76,6 +77,9 @@ impl Commit {
             max_bytes: self.max_bytes.max(1),
             max_pending: self.max_pending,
             reserve_bytes: self.reserve_mib << 20,
+            // Set by the embedded committer (FUSE threads may block); the
+            // leader's callers are async tasks, which must not.
+            inline_when_idle: false,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct Mount {
     pub ttl_s: f64,
     /// FUSE threads.
     pub threads: usize,
+    /// Kernel readahead in KiB (0: the kernel's default).
+    pub readahead_kib: u32,
     /// allow_other.
     pub allow_other: bool,
     /// Read-only mount.
@@ -104,6 +110,7 @@ impl Default for Mount {
             cache: "on".into(),
             ttl_s: 30.0,
             threads: 4,
+            readahead_kib: hsfs_fs::mount::DEFAULT_READAHEAD_KIB,
             allow_other: false,
             read_only: false,
             name: None,

@@ -43,10 +43,31 @@ pub fn harness_journaled(dir: &std::path::Path, size: u64) -> H {
     harness_over(backend, engine, Arc::new(NoneOpen))
 }
 
+/// A harness whose pipeline commits on the submitting thread when idle
+/// (`CommitConfig::inline_when_idle`, the embedded mount's setting).
+pub fn harness_inline() -> H {
+    let backend = Arc::new(MemBackend::new());
+    let engine = Engine::init(backend.clone(), None, WS, (0o755, 0, 0), T0).unwrap();
+    let config = CommitConfig {
+        inline_when_idle: true,
+        ..CommitConfig::default()
+    };
+    harness_config(backend, engine, Arc::new(NoneOpen), config)
+}
+
 fn harness_over(backend: Arc<MemBackend>, engine: Engine, open: Arc<dyn OpenFiles>) -> H {
+    harness_config(backend, engine, open, CommitConfig::default())
+}
+
+fn harness_config(
+    backend: Arc<MemBackend>,
+    engine: Engine,
+    open: Arc<dyn OpenFiles>,
+    config: CommitConfig,
+) -> H {
     let clock = Arc::new(ManualClock::default());
     clock.0.store(T0, Ordering::Relaxed);
-    let committer = Committer::start(engine.clone(), CommitConfig::default(), clock.clone(), open);
+    let committer = Committer::start(engine.clone(), config, clock.clone(), open);
     H {
         backend,
         engine,

@@ -100,6 +100,31 @@ fn direct_creates(e: &Engine, n: u64) -> Result<Samples> {
     Ok(s)
 }
 
+/// Creates through a pipeline that commits on the caller's thread when
+/// idle (`CommitConfig::inline_when_idle`, as the embedded mount runs it).
+fn inline_creates(dir: &Path, n: u64) -> Result<Samples> {
+    let c = Committer::start(
+        new_store(dir, "latency-inline")?,
+        CommitConfig {
+            inline_when_idle: true,
+            ..CommitConfig::default()
+        },
+        Arc::new(SystemClock),
+        Arc::new(NoneOpen),
+    );
+    let mut s = Samples::default();
+    for i in 0..n {
+        s.time(|| {
+            c.commit(
+                intent(1, i + 1, create(ROOT_INO, format!("f{i}"))),
+                Payload::none(),
+            )
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(s)
+}
+
 /// Durable commit latency of one committer against the fdatasync floor.
 fn latency(dir: &Path, tables: &mut Vec<Table>) -> Result<Duration> {
     let floor = fdatasync_floor(dir, 2000)?;
@@ -189,6 +214,12 @@ fn latency(dir: &Path, tables: &mut Vec<Table>) -> Result<Duration> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     row(&mut t, "create (empty file)", &creates);
+    let inline = inline_creates(dir, 2000)?;
+    row(
+        &mut t,
+        "  same, committed on the caller's thread when idle (the mount's setting)",
+        &inline,
+    );
     // The same op without the pipeline thread: the engine's own cost, with
     // the commit journal (the default) and with fjall's own journal synced
     // instead (the baseline the journal is measured against).
