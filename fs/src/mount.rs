@@ -22,6 +22,11 @@ pub struct MountOptions {
     pub threads: usize,
     /// Name shown in /proc/mounts.
     pub fsname: String,
+    /// Kernel readahead of the mount in KiB (its bdi's `read_ahead_kb`);
+    /// 0 keeps the kernel's default (128 KiB). A larger window lets the
+    /// kernel send several read requests at once, which the request
+    /// threads serve in parallel.
+    pub readahead_kib: u32,
 }
 
 impl Default for MountOptions {
@@ -31,9 +36,15 @@ impl Default for MountOptions {
             allow_other: false,
             threads: 4,
             fsname: "hsfs".into(),
+            readahead_kib: DEFAULT_READAHEAD_KIB,
         }
     }
 }
+
+/// Default [`MountOptions::readahead_kib`]: sequential reads of a cold
+/// file run about twice as fast as with the kernel's 128 KiB (see
+/// docs/PERFORMANCE.md).
+pub const DEFAULT_READAHEAD_KIB: u32 = 4096;
 
 struct NotifierCache(Notifier);
 
@@ -168,10 +179,79 @@ pub fn mount(core: Arc<Core>, mountpoint: &Path, opts: &MountOptions) -> std::io
             let _ = tx.send(());
             r
         })?;
+    if opts.readahead_kib > 0
+        && let Err(e) = set_readahead(mountpoint, opts.readahead_kib)
+    {
+        // Only slower sequential reads: serve anyway.
+        tracing::warn!(error = %e, kib = opts.readahead_kib, "cannot set the mount's readahead");
+    }
     Ok(Mounted {
         mountpoint: mountpoint.to_path_buf(),
         unmounter,
         thread: Some(thread),
         ended,
     })
+}
+
+/// Sets the readahead of the mount at `mountpoint`: `read_ahead_kb` of
+/// its backing device info in sysfs, found by the device number that
+/// /proc/self/mountinfo gives for it (reading mountinfo sends the mount
+/// no request). Needs root.
+fn set_readahead(mountpoint: &Path, kib: u32) -> std::io::Result<()> {
+    // mountinfo names it with symlinks resolved; resolving the parent
+    // sends the mount no request.
+    let resolved = match (mountpoint.parent(), mountpoint.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)?.join(name),
+        _ => mountpoint.to_path_buf(),
+    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let dev = mount_device(&info, &resolved).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "{} not found in /proc/self/mountinfo",
+            mountpoint.display()
+        ))
+    })?;
+    let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    std::fs::write(&path, kib.to_string())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("writing {path}: {e}")))?;
+    tracing::debug!(dev, kib, "readahead set");
+    Ok(())
+}
+
+/// The `major:minor` of the last mount at `mountpoint` in a mountinfo
+/// text (the last one is on top when several are stacked).
+fn mount_device<'a>(mountinfo: &'a str, mountpoint: &Path) -> Option<&'a str> {
+    // mountinfo escapes space, tab, newline and backslash as octal.
+    let mut want = String::new();
+    for c in mountpoint.to_string_lossy().chars() {
+        match c {
+            ' ' => want.push_str("\\040"),
+            '\t' => want.push_str("\\011"),
+            '\n' => want.push_str("\\012"),
+            '\\' => want.push_str("\\134"),
+            c => want.push(c),
+        }
+    }
+    mountinfo.lines().rev().find_map(|l| {
+        let mut f = l.split(' ');
+        let dev = f.nth(2)?;
+        (f.nth(1)? == want).then_some(dev)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_device_finds_the_top_mount() {
+        let info = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+90 22 0:39 / /tmp/a\\040b rw,nosuid shared:50 - fuse.hsfs hsfs:/s rw,user_id=0
+91 90 0:41 / /tmp/a\\040b rw,nosuid shared:51 - fuse.hsfs hsfs:/t rw,user_id=0
+";
+        assert_eq!(mount_device(info, Path::new("/tmp/a b")), Some("0:41"));
+        assert_eq!(mount_device(info, Path::new("/")), Some("254:0"));
+        assert_eq!(mount_device(info, Path::new("/tmp/a")), None);
+    }
 }

@@ -58,6 +58,8 @@ pub struct ServeArgs {
     pub cache: CacheMode,
     /// FUSE threads.
     pub threads: usize,
+    /// Kernel readahead in KiB (0: the kernel's default).
+    pub readahead_kib: u32,
     /// Name recorded in log entries.
     pub worker: String,
     /// Embedded leader or worker.
@@ -236,6 +238,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         read_only: args.read_only,
         allow_other: args.allow_other,
         threads: args.threads,
+        readahead_kib: args.readahead_kib,
         fsname: format!("hsfs:{}", args.state_dir.display()),
     };
     let mounted = mount(core.clone(), &args.mountpoint, &opts)

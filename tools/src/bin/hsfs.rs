@@ -46,6 +46,9 @@ struct MountFlags {
     /// FUSE request threads.
     #[arg(long)]
     threads: Option<usize>,
+    /// Kernel readahead of the mount in KiB (0 keeps the kernel's 128).
+    #[arg(long)]
+    readahead_kib: Option<u32>,
     /// Name of this mount in log entries (default: the host name).
     #[arg(long)]
     name: Option<String>,
@@ -326,6 +329,7 @@ fn main() -> Result<()> {
             }
             set(&mut m.ttl_s, mount.ttl);
             set(&mut m.threads, mount.threads);
+            set(&mut m.readahead_kib, mount.readahead_kib);
             if mount.name.is_some() {
                 m.name = mount.name;
             }
@@ -368,6 +372,7 @@ fn main() -> Result<()> {
                 allow_other: st.mount.allow_other,
                 cache,
                 threads: st.mount.threads,
+                readahead_kib: st.mount.readahead_kib,
                 worker: st.mount.name.clone().unwrap_or_else(host_name),
                 role,
             })
