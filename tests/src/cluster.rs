@@ -226,6 +226,22 @@ impl WorkerProc {
             .expect("applied index")
     }
 
+    /// Waits until it is connected to `leader`'s current process (its
+    /// epoch) and writable: after a leader restart, mutations before that
+    /// would fail with EROFS.
+    pub fn wait_connected(&self, leader: &LeaderProc, timeout: Duration) {
+        let epoch = leader.status()["leader"]["leader_epoch"].clone();
+        assert!(epoch.is_u64(), "leader status without an epoch");
+        wait_until(
+            timeout,
+            &format!("worker {} to connect to leader epoch {epoch}", self.name),
+            || {
+                let s = self.status();
+                s["worker"]["leader_epoch"] == epoch && s["read_only"] == false
+            },
+        );
+    }
+
     /// Waits until it applied `index`.
     pub fn wait_applied(&self, index: u64, timeout: Duration) {
         wait_until(

@@ -284,6 +284,7 @@ fn leader_killed_after_durable_write_before_ack() {
     // The next batch is written durably, then the leader dies before acking.
     c.leader
         .restart(&[("HSFS_FAILPOINTS", "commit.after_write=1")]);
+    c.workers[0].wait_connected(&c.leader, T);
     c.workers[0].wait_applied(c.leader.commit_index(), T);
     let p = c.workers[0].path("survives");
     let syscall = std::thread::spawn(move || std::fs::create_dir(p));
