@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what hsfs needs on a Debian machine (run as root), skipping what
-# is already there. With --test, also the tools the test suites drive; with
-# --bench, what `hsfs-bench mount` needs to build libfuse's passthrough_ll
-# example (and git for its git workload).
+# is already there. With --bench, what `hsfs-bench mount` needs to build
+# libfuse's passthrough_ll example (and git for its git workload); with
+# --test, that too (the bench smoke tests run it) and the tools the test
+# suites drive.
 set -euo pipefail
 
 need_pkgs=()
@@ -12,7 +13,7 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v git >/dev/null || need_pkgs+=(git)
   command -v tar >/dev/null || need_pkgs+=(tar)
 fi
-if [[ "${1:-}" == "--bench" ]]; then
+if [[ "${1:-}" == "--bench" || "${1:-}" == "--test" ]]; then
   dpkg -s libfuse3-dev >/dev/null 2>&1 || need_pkgs+=(libfuse3-dev)
   command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
   command -v gcc >/dev/null || need_pkgs+=(gcc)
