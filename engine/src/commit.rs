@@ -175,6 +175,7 @@ impl Committer {
             pending: pending.clone(),
             stats: stats.clone(),
             crashed: false,
+            last_batch: 1,
         }));
         let worker = pipeline.clone();
         let thread = std::thread::Builder::new()
@@ -213,9 +214,13 @@ impl Committer {
         // Idle: nothing queued or in flight (the commit thread decrements
         // `pending` only after answering its batch), so the writer is
         // free unless the commit thread is between batches; then queue.
+        // Only for a lone writer: when the last batch held several intents,
+        // the others are about to submit again and should share one batch
+        // on the commit thread rather than wait behind an inline commit.
         if self.config.inline_when_idle
             && before == 0
             && let Some(mut p) = self.pipeline.as_ref().and_then(|p| p.try_lock())
+            && p.last_batch <= 1
         {
             let replies = p.process(vec![sub], bytes);
             let crashed = p.crashed;
@@ -292,6 +297,10 @@ struct Pipeline {
     stats: Arc<CommitStats>,
     /// A failpoint simulated a crash: nothing more is written or answered.
     crashed: bool,
+    /// Intents in the last batch written: more than one means several
+    /// writers are active (the next batch lingers for as many again, and
+    /// nothing is committed inline).
+    last_batch: usize,
 }
 
 /// Outcome of applying one submission inside a batch.
@@ -314,7 +323,6 @@ fn answer(pending: &AtomicUsize, stats: &CommitStats, replies: Vec<Reply>, crash
 
 impl Pipeline {
     fn run(shared: &Mutex<Pipeline>, rx: &Receiver<Submission>) {
-        let mut last_batch = 1usize;
         while let Ok(first) = rx.recv() {
             // Gather while holding the writer: an idle-path submitter that
             // finds it taken queues, and joins this batch.
@@ -323,7 +331,7 @@ impl Pipeline {
             let mut batch = vec![first];
             let mut bytes = batch[0].bytes;
             let deadline = Instant::now() + config.window;
-            let target = last_batch.min(config.max_ops);
+            let target = p.last_batch.min(config.max_ops);
             while batch.len() < config.max_ops
                 && bytes < config.max_bytes
                 && !matches!(batch.last().expect("non-empty").intent.op, Op::Fsync { .. })
@@ -343,7 +351,7 @@ impl Pipeline {
             if matches!(batch.last().expect("non-empty").intent.op, Op::Fsync { .. }) {
                 p.stats.barrier_flushes.fetch_add(1, Ordering::Relaxed);
             }
-            last_batch = batch.len();
+            p.last_batch = batch.len();
             let replies = p.process(batch, bytes);
             // A simulated crash (process death) drops the callbacks
             // unanswered; `process` refuses everything that follows.
