@@ -28,3 +28,5 @@ bench:
 	$(CARGO) build --release -p hsfs-tools
 	target/release/hsfs-bench engine
 	target/release/hsfs-bench mount
+	target/release/hsfs-bench scale
+	target/release/hsfs-bench cluster
