@@ -104,10 +104,13 @@ impl LeaderProc {
 
     /// Waits for the process to exit by itself (an armed abort failpoint).
     pub fn wait_exit(&mut self, timeout: Duration) {
-        let mut c = self.child.take().expect("running");
+        // The child stays in `self` until it exited, so a timeout (a
+        // panic) still kills it on drop instead of leaking the process.
+        let c = self.child.as_mut().expect("running");
         wait_until(timeout, "the leader process to exit", || {
             c.try_wait().ok().flatten().is_some()
         });
+        self.child = None;
     }
 
     /// Its status.
@@ -270,10 +273,13 @@ impl WorkerProc {
     /// Waits for the process to exit by itself (an armed abort failpoint),
     /// then clears the dead mount.
     pub fn wait_exit(&mut self, timeout: Duration) {
-        let mut c = self.child.take().expect("running");
+        // The child stays in `self` until it exited, so a timeout (a
+        // panic) still kills it on drop instead of leaking the process.
+        let c = self.child.as_mut().expect("running");
         wait_until(timeout, "the worker process to exit", || {
             c.try_wait().ok().flatten().is_some()
         });
+        self.child = None;
         self.clear_mount();
     }
 
