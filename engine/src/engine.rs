@@ -931,6 +931,12 @@ impl<'e> Batch<'e> {
                 return Err(e.into());
             }
             if fp.hit("journal.after_write") {
+                // IMPORTANT: the record is in the journal but the batch is
+                // not applied: like a failed store write below, this must
+                // poison the engine, or the next batch would reuse the same
+                // log indexes and the journal would hold both (recovery
+                // would find index k twice).
+                self.engine.inner.poisoned.store(true, Ordering::Release);
                 self.w.trie.reset();
                 return Err(StoreError::Injected("journal.after_write").into());
             }
