@@ -5,6 +5,7 @@
 //! Requests: `{"cmd":"status"}`, `{"cmd":"log","tail":N}`.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 /// A running control server; stops when dropped.
 pub struct Server {
     path: PathBuf,
+    /// The listening socket (a second handle of the accept loop's), shut
+    /// down on drop to wake the loop.
+    listener: UnixListener,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -43,6 +47,9 @@ impl Server {
         let _ = std::fs::remove_file(&path);
         let listener =
             UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+        let wake = listener
+            .try_clone()
+            .context("duplicating the control socket")?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::Builder::new()
@@ -62,6 +69,7 @@ impl Server {
             })?;
         Ok(Server {
             path,
+            listener: wake,
             stop,
             thread: Some(thread),
         })
@@ -71,8 +79,12 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // Wake the accept loop.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the accept loop: shutting a listening socket down makes a
+        // blocked accept(2) return on Linux. (Connecting to the socket's
+        // path would not do when the path is gone, e.g. the state
+        // directory was removed under a running process.)
+        // SAFETY: shutdown(2) on a socket descriptor this struct owns.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -125,4 +137,42 @@ pub fn request(state_dir: &Path, req: &Value) -> Result<Option<Value>> {
         return Err(anyhow!("mount reported: {e}"));
     }
     Ok(Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+
+    impl Handler for Nothing {
+        fn status(&self) -> Value {
+            json!({"ok": true})
+        }
+        fn log(&self, _tail: u64) -> Result<Value> {
+            Ok(json!([]))
+        }
+    }
+
+    /// Dropping the server returns even when its socket file is gone (the
+    /// state directory removed under a running process), and a request
+    /// served before still gets its answer.
+    #[test]
+    fn stops_without_its_socket_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path(), Arc::new(Nothing)).unwrap();
+        let mut c = UnixStream::connect(socket_path(dir.path())).unwrap();
+        writeln!(c, r#"{{"cmd":"status"}}"#).unwrap();
+        let mut line = String::new();
+        BufReader::new(&c).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), r#"{"ok":true}"#);
+        std::fs::remove_file(socket_path(dir.path())).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            drop(server);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the control server did not stop");
+    }
 }
