@@ -918,27 +918,15 @@ impl<'e> Batch<'e> {
         if let Some(j) = &mut journal {
             let record = RecordRef {
                 entries: self.applied.iter().map(|a| &*a.entry).collect(),
-                chunks: items
-                    .iter()
-                    .filter(|i| i.space == Space::Chunks)
-                    .filter_map(|i| Some((i.key.as_slice().try_into().ok()?, i.value.as_deref()?)))
-                    .collect(),
+                chunks: chunk_pieces(&items),
             };
             if let Err(e) = j.append(&record, sync) {
-                self.engine.inner.poisoned.store(true, Ordering::Release);
-                self.w.trie.reset();
-                tracing::error!(error = %e, "commit journal write failed; engine poisoned");
-                return Err(e.into());
+                return Err(self.poison(e, "commit journal write failed"));
             }
             if fp.hit("journal.after_write") {
-                // IMPORTANT: the record is in the journal but the batch is
-                // not applied: like a failed store write below, this must
-                // poison the engine, or the next batch would reuse the same
-                // log indexes and the journal would hold both (recovery
-                // would find index k twice).
-                self.engine.inner.poisoned.store(true, Ordering::Release);
-                self.w.trie.reset();
-                return Err(StoreError::Injected("journal.after_write").into());
+                // The record is in the journal but the batch is not applied.
+                let e = StoreError::Injected("journal.after_write");
+                return Err(self.poison(e, "failpoint after the journal write"));
             }
         }
         if let Err(e) = self
@@ -947,18 +935,25 @@ impl<'e> Batch<'e> {
             .backend
             .commit(items, sync && journal.is_none())
         {
-            // IMPORTANT: a failed durable write may have left the journal in
-            // an unknown state; refuse further writes until restart.
-            self.engine.inner.poisoned.store(true, Ordering::Release);
-            self.w.trie.reset();
-            tracing::error!(error = %e, "batch write failed; engine poisoned");
-            return Err(e.into());
+            return Err(self.poison(e, "batch write failed"));
         }
         drop(journal);
         self.w.meta = self.meta.clone();
         let applied = std::mem::take(&mut self.applied);
         self.engine.publish(&self.meta, &applied);
         Ok(applied)
+    }
+
+    /// A write of this batch failed part way. IMPORTANT: the journal may
+    /// hold its record (with a journal, any failure after the append) or
+    /// the store may hold part of it: refuse further writes until restart,
+    /// or the next batch would reuse the same log indexes and recovery
+    /// would find both.
+    fn poison(&mut self, e: StoreError, what: &str) -> EngineError {
+        self.engine.inner.poisoned.store(true, Ordering::Release);
+        self.w.trie.reset();
+        tracing::error!(error = %e, "{what}; engine poisoned");
+        e.into()
     }
 
     /// Drops the batch without writing; the trie forgets buffered changes.
@@ -1047,19 +1042,25 @@ impl Engine {
         // journal lock, so a checkpoint (triggered by a later append) always
         // finds them in the store.
         let mut j = journal.lock();
-        self.backend().commit(items.clone(), false)?;
         let record = RecordRef {
             entries: Vec::new(),
-            chunks: items
-                .iter()
-                .filter_map(|i| Some((i.key.as_slice().try_into().ok()?, i.value.as_deref()?)))
-                .collect(),
+            chunks: chunk_pieces(&items),
         };
         if let Err(e) = j.append(&record, false) {
             self.inner.poisoned.store(true, Ordering::Release);
             tracing::error!(error = %e, "commit journal write failed; engine poisoned");
             return Err(e.into());
         }
+        self.backend().commit(items, false)?;
         Ok(bad)
     }
+}
+
+/// The chunks among a batch's items, as pieces of a journal record.
+fn chunk_pieces(items: &[crate::store::BatchItem]) -> Vec<(Hash, &[u8])> {
+    items
+        .iter()
+        .filter(|i| i.space == Space::Chunks)
+        .filter_map(|i| Some((i.key.as_slice().try_into().ok()?, i.value.as_deref()?)))
+        .collect()
 }

@@ -897,9 +897,12 @@ fn inline_when_idle_commits_on_the_caller() {
             });
         }
     });
-    assert_eq!(committer.stats().entries.load(Relaxed), 401);
-    assert_eq!(committer.stats().answered.load(Relaxed), 401);
-    assert_eq!(committer.pending(), 0);
+    // The counters are updated after the callbacks ran: read them once the
+    // commit thread has stopped.
+    h.committer.shutdown();
+    assert_eq!(h.committer.stats().entries.load(Relaxed), 401);
+    assert_eq!(h.committer.stats().answered.load(Relaxed), 401);
+    assert_eq!(h.committer.pending(), 0);
     assert_eq!(h.engine.readdir(R, None, 1000).unwrap().len(), 401);
     h.fsck();
 }
