@@ -120,7 +120,11 @@ fn three_workers_share_one_tree() {
     c.converge(T);
     for i in 0..50 {
         let p = format!("race/r{i}");
-        assert!(std::fs::symlink_metadata(b.path(&p)).is_err());
+        assert_eq!(
+            std::fs::symlink_metadata(b.path(&p)).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound,
+            "{p}"
+        );
         std::fs::create_dir(a.path(&p)).unwrap();
         let e = std::fs::create_dir(b.path(&p)).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{p}");

@@ -958,8 +958,10 @@ fn fsx_random_ops_several_seeds() {
         .collect();
     let mut finals = Vec::new();
     let mut failures = Vec::new();
-    for h in handles {
-        let (seed, file, reference, out, ref_out, took) = h.join().unwrap();
+    // Every fsx has finished before any assertion (a panic here must not
+    // leave fsx processes running on the mount while it is torn down).
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for (seed, file, reference, out, ref_out, took) in results {
         eprintln!("fsx seed {seed}: {ops} ops on the mount in {took:.1?}");
         assert!(
             ref_out.status.success(),

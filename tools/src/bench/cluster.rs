@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
+use crate::bench::populate::data;
 use crate::bench::{Samples, Table, fdatasync_floor, us};
 
 /// Settings of the run.
@@ -29,11 +30,10 @@ pub struct ClusterArgs {
     pub files_per_writer: usize,
 }
 
-fn hsfs() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("hsfs")))
-        .unwrap_or_else(|| PathBuf::from("hsfs"))
+/// The `hsfs` binary next to this one (an error if it is not there: a
+/// figure of some other build must not be reported).
+fn hsfs() -> Result<PathBuf> {
+    super::mount::targets::hsfs_bin()
 }
 
 /// A child process stopped (SIGTERM, then wait) on drop.
@@ -116,7 +116,7 @@ fn run(cmd: &mut Command) -> Result<String> {
 }
 
 fn status(state: &Path) -> Result<Value> {
-    Ok(serde_json::from_str(&run(Command::new(hsfs())
+    Ok(serde_json::from_str(&run(Command::new(hsfs()?)
         .args(["status", "--json"])
         .arg(state))?)?)
 }
@@ -132,7 +132,7 @@ struct Cluster {
 impl Cluster {
     fn new(dir: &Path) -> Result<Cluster> {
         let leader_state = dir.join("leader");
-        run(Command::new(hsfs())
+        run(Command::new(hsfs()?)
             .args(["init", "--mode", "1777"])
             .arg(&leader_state))?;
         let mut c = Cluster {
@@ -148,7 +148,7 @@ impl Cluster {
 
     fn start_leader(&mut self) -> Result<()> {
         let (p, line) = Proc::spawn(
-            Command::new(hsfs())
+            Command::new(hsfs()?)
                 .arg("leader")
                 .arg(&self.leader_state)
                 .args(["--listen", "127.0.0.1:0"]),
@@ -169,7 +169,7 @@ impl Cluster {
         let i = self.workers.len();
         let name = format!("w{i}");
         let bundle = self.dir.join(format!("{name}.bundle"));
-        run(Command::new(hsfs())
+        run(Command::new(hsfs()?)
             .args(["join", "--name", &name, "--out"])
             .arg(&bundle)
             .arg(&self.leader_state))?;
@@ -177,7 +177,7 @@ impl Cluster {
         let mnt = self.dir.join(format!("mnt-{name}"));
         std::fs::create_dir_all(&mnt)?;
         let (mut p, _) = Proc::spawn(
-            Command::new(hsfs())
+            Command::new(hsfs()?)
                 .arg("mount")
                 .arg(&state)
                 .arg(&mnt)
@@ -214,18 +214,6 @@ impl Cluster {
     }
 }
 
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Latency of create, 4 KiB write and fsync'd 4 KiB write from `root`.
 fn latencies(root: &Path, n: usize) -> Result<[Samples; 3]> {
     let dir = root.join("lat");
@@ -234,8 +222,11 @@ fn latencies(root: &Path, n: usize) -> Result<[Samples; 3]> {
     for i in 0..n {
         let p = dir.join(format!("c{i}"));
         c.time(|| std::fs::File::create(&p))?;
+        // Distinct contents: hsfs stores a chunk once, so a repeated one
+        // would skip the chunk's upload and storing.
         let buf = data(4096, i as u64);
         w.time(|| std::fs::write(dir.join(format!("w{i}")), &buf))?;
+        let buf = data(4096, (1 << 32) | i as u64);
         f.time(|| -> std::io::Result<()> {
             use std::io::Write;
             let mut file = std::fs::File::create(dir.join(format!("f{i}")))?;
@@ -261,13 +252,13 @@ pub fn run_all(args: &ClusterArgs) -> Result<Vec<Table>> {
     // Baselines: the disk's fdatasync floor and the embedded mount.
     let floor = fdatasync_floor(dir, 1000)?;
     let embedded_state = dir.join("embedded");
-    run(Command::new(hsfs())
+    run(Command::new(hsfs()?)
         .args(["init", "--mode", "1777"])
         .arg(&embedded_state))?;
     let emb_mnt = dir.join("mnt-embedded");
     std::fs::create_dir_all(&emb_mnt)?;
     let (mut emb, _) = Proc::spawn(
-        Command::new(hsfs())
+        Command::new(hsfs()?)
             .arg("mount")
             .arg(&embedded_state)
             .arg(&emb_mnt),
@@ -405,7 +396,9 @@ pub fn run_all(args: &ClusterArgs) -> Result<Vec<Table>> {
                 std::thread::spawn(move || -> std::io::Result<()> {
                     std::fs::create_dir_all(&d)?;
                     for f in 0..per {
-                        std::fs::write(d.join(format!("f{f}")), data(4096, f as u64))?;
+                        // Distinct for every round, worker and file.
+                        let seed = (w as u64) << 40 | (i as u64) << 32 | f as u64;
+                        std::fs::write(d.join(format!("f{f}")), data(4096, seed))?;
                     }
                     Ok(())
                 })
@@ -471,11 +464,13 @@ pub fn run_all(args: &ClusterArgs) -> Result<Vec<Table>> {
             .map_err(|_| anyhow::anyhow!("writer panicked"))??;
     }
     let target = c.commit_index()?;
-    let before = status(&state_c)?["applied_index"].as_u64().unwrap_or(0);
+    let before = status(&state_c)?["applied_index"]
+        .as_u64()
+        .context("the stopped worker's status has no applied index")?;
     let start = Instant::now();
     let bundle = c.dir.join("w7.bundle");
     let (mut p, _) = Proc::spawn(
-        Command::new(hsfs())
+        Command::new(hsfs()?)
             .arg("mount")
             .arg(&state_c)
             .arg(&mnt_c)

@@ -209,7 +209,7 @@ fn run(cx: &mut Ctx) -> Result<()> {
 /// rebuild really rebuilt).
 fn build(src: &Source, dir: &Path, edit: u32) -> Result<Measurement> {
     let target = dir.join("target");
-    let before = tree_bytes(dir);
+    let before = tree_bytes(dir)?;
     let t = Instant::now();
     let out = cargo(dir, &target)
         .args(["build", "--offline", "--quiet"])
@@ -234,5 +234,5 @@ fn build(src: &Source, dir: &Path, edit: u32) -> Result<Measurement> {
         run.status,
         String::from_utf8_lossy(&run.stderr)
     );
-    Ok(Measurement::seconds(d).wrote(tree_bytes(dir).saturating_sub(before)))
+    Ok(Measurement::seconds(d).wrote(tree_bytes(dir)?.saturating_sub(before)))
 }

@@ -214,7 +214,7 @@ pub fn clone(src: &Source, dir: &Path, repo: &Path) -> Result<Measurement> {
         "clone tracks {files} files, expected {}",
         src.files
     );
-    Ok(Measurement::seconds(d).wrote(tree_bytes(repo)))
+    Ok(Measurement::seconds(d).wrote(tree_bytes(repo)?))
 }
 
 fn status(src: &Source, repo: &Path, cold: bool) -> Result<Measurement> {
@@ -244,7 +244,7 @@ fn commit(src: &Source, repo: &Path) -> Result<Measurement> {
         let mut f = fs::OpenOptions::new().append(true).open(repo.join(p))?;
         std::io::Write::write_all(&mut f, b"\nhsfs-bench edit\n")?;
     }
-    let before = tree_bytes(repo);
+    let before = tree_bytes(repo)?;
     let (d, _) = timed_git(
         &src.home,
         repo,
@@ -271,6 +271,6 @@ fn commit(src: &Source, repo: &Path) -> Result<Measurement> {
         porcelain.is_empty(),
         "tree not clean after the commit:\n{porcelain}"
     );
-    let written = tree_bytes(repo).saturating_sub(before);
+    let written = tree_bytes(repo)?.saturating_sub(before);
     Ok(Measurement::seconds(d).wrote(written))
 }

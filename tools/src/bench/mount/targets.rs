@@ -40,7 +40,9 @@ impl Target {
     /// `du` counts them: fjall preallocates its journals sparsely).
     #[must_use]
     pub fn store_bytes(&self) -> Option<u64> {
-        self.state.as_ref().map(|s| tree_usage(&s.join("db")))
+        self.state
+            .as_ref()
+            .and_then(|s| tree_usage(&s.join("db")).ok())
     }
 
     /// Fails when the serving process has exited.
@@ -474,29 +476,35 @@ pub fn drop_caches() -> Result<()> {
 }
 
 /// Sum of the sizes of the files under `dir`.
-#[must_use]
-pub fn tree_bytes(dir: &Path) -> u64 {
+pub fn tree_bytes(dir: &Path) -> std::io::Result<u64> {
     tree_sum(dir, &|m| m.len())
 }
 
 /// Bytes allocated to the files under `dir` (what `du` counts).
-#[must_use]
-pub fn tree_usage(dir: &Path) -> u64 {
+pub fn tree_usage(dir: &Path) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     tree_sum(dir, &|m| m.blocks() * 512)
 }
 
-fn tree_sum(dir: &Path, size: &dyn Fn(&std::fs::Metadata) -> u64) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => tree_sum(&e.path(), size),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| size(&m)),
-            _ => 0,
-        })
-        .sum()
+/// A file removed while it is walked (a store compacting) counts 0; any
+/// other error fails the figure.
+fn tree_sum(dir: &Path, size: &dyn Fn(&std::fs::Metadata) -> u64) -> std::io::Result<u64> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let mut sum = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        match e.metadata() {
+            Ok(m) if m.is_dir() => match tree_sum(&e.path(), size) {
+                Err(err) if gone(&err) => {}
+                r => sum += r?,
+            },
+            Ok(m) if m.is_file() => sum += size(&m),
+            Ok(_) => {}
+            Err(err) if gone(&err) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(sum)
 }
 
 fn fs_magic(p: &Path) -> Result<i64> {

@@ -477,20 +477,27 @@ fn random_write(path: &Path, mib: usize, n: usize, salt: u64) -> Result<Measurem
     }
     f.sync_all()?;
     let pages = (mib * BLOCK / PAGE) as u64;
-    // Page -> seed of the last write there.
-    let mut last = std::collections::HashMap::new();
+    // The writes (page, seed, content), made before the clock starts.
     let mut x = 0x2545_f491_4f6c_dd1d_u64;
-    let mut page = vec![0; PAGE];
+    let plan: Vec<(u64, u64, Vec<u8>)> = (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let seed = salt ^ (1_000_000 + i as u64);
+            let mut page = vec![0; PAGE];
+            fill(&mut page, seed);
+            (x % pages, seed, page)
+        })
+        .collect();
     let (t, lat) = timed(n, |i| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let p = x % pages;
-        let seed = salt ^ (1_000_000 + i as u64);
-        fill(&mut page, seed);
-        last.insert(p, seed);
-        f.write_all_at(&page, p * PAGE as u64)
+        let (p, _, data) = &plan[i];
+        f.write_all_at(data, p * PAGE as u64)
     })?;
+    // Page -> seed of the last write there.
+    let last: std::collections::HashMap<u64, u64> =
+        plan.iter().map(|(p, seed, _)| (*p, *seed)).collect();
+    let mut page = vec![0; PAGE];
     let len = f.metadata()?.len();
     ensure!(len == (mib * BLOCK) as u64, "file size changed to {len}");
     let mut want = vec![0; PAGE];
