@@ -41,9 +41,9 @@ impl Default for MountOptions {
     }
 }
 
-/// Default [`MountOptions::readahead_kib`]: sequential reads of a cold
-/// file run about twice as fast as with the kernel's 128 KiB (see
-/// docs/PERFORMANCE.md).
+/// Default [`MountOptions::readahead_kib`]: several read requests in
+/// flight for a sequential reader instead of one (`hsfs-bench mount`'s
+/// seq_read, docs/PERFORMANCE.md).
 pub const DEFAULT_READAHEAD_KIB: u32 = 4096;
 
 struct NotifierCache(Notifier);

@@ -79,6 +79,22 @@ pub fn us(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e8).round() / 100.0
 }
 
+/// `VmRSS` of process `pid`, in MiB.
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    use anyhow::Context;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .with_context(|| format!("no VmRSS line in /proc/{pid}/status"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
 /// A figure for a table: integers from 100 up, two decimals below.
 #[must_use]
 pub fn num(x: f64) -> Value {

@@ -31,9 +31,9 @@ pub struct FjallOptions {
     pub memtable_bytes: u64,
     /// fjall's journal is bounded to this size: past it, the oldest
     /// memtables are flushed so their journal files can go. Opening the
-    /// store replays what the journal holds, so this bounds the open time:
-    /// a 500k-file store mounted in 0.45 s with 64 MiB and 0.78 s with
-    /// 256 MiB, with no measurable change in write throughput.
+    /// store replays what the journal holds, so this bounds the open time
+    /// (`hsfs-bench scale`'s mount of 1M files: 1.66 to 1.94 s with
+    /// 256 MiB, 0.42 s with 64 MiB; docs/PERFORMANCE.md).
     pub journal_bytes: u64,
 }
 

@@ -73,16 +73,8 @@ impl Proc {
         Ok((Proc { child, mount: None }, line))
     }
 
-    fn rss_mib(&self) -> Option<f64> {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let kb: f64 = s
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(kb / 1024.0)
+    fn rss_mib(&self) -> Result<f64> {
+        crate::bench::rss_mib(self.child.id())
     }
 }
 
@@ -427,8 +419,12 @@ pub fn run_all(args: &ClusterArgs) -> Result<Vec<Table>> {
         );
     }
     tables.push(t);
-    let leader_rss = c.leader.as_ref().and_then(Proc::rss_mib);
-    let worker_rss: Vec<f64> = c.workers.iter().filter_map(|w| w.2.rss_mib()).collect();
+    let leader_rss = c.leader.as_ref().context("the leader")?.rss_mib()?;
+    let worker_rss = c
+        .workers
+        .iter()
+        .map(|w| w.2.rss_mib())
+        .collect::<Result<Vec<f64>>>()?;
     let mut t = Table::new("Memory with 8 workers connected", &["process", "RSS MiB"]);
     t.row("leader", &[("rss_mib", json!(leader_rss))]);
     t.row(

@@ -18,9 +18,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hsfs_engine::chunks::Payload;
 use hsfs_engine::commit::{CommitConfig, Committer, NoneOpen, SystemClock};
@@ -126,7 +126,7 @@ fn inline_creates(dir: &Path, n: u64) -> Result<Samples> {
 }
 
 /// Durable commit latency of one committer against the fdatasync floor.
-fn latency(dir: &Path, tables: &mut Vec<Table>) -> Result<Duration> {
+fn latency(dir: &Path, tables: &mut Vec<Table>) -> Result<()> {
     let floor = fdatasync_floor(dir, 2000)?;
     let e = new_store(dir, "latency")?;
     let c = Committer::start(
@@ -242,7 +242,7 @@ fn latency(dir: &Path, tables: &mut Vec<Table>) -> Result<Duration> {
     row(&mut t, "write 4 KiB", &writes);
     row(&mut t, "fsync after the write (barrier)", &fsyncd);
     tables.push(t);
-    Ok(fl)
+    Ok(())
 }
 
 /// Group commit: K committers each commit creates + 4 KiB writes.
@@ -536,14 +536,7 @@ fn main() -> Result<()> {
             latency(holder.path(), &mut tables)?;
             throughput(holder.path(), &mut tables)?;
             engine_figures(holder.path(), files, &mut tables)?;
-            for t in &tables {
-                t.print();
-            }
-            if let Some(p) = json {
-                let v: Vec<Value> = tables.iter().map(Table::to_json).collect();
-                std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
-            }
-            Ok(())
+            emit(&tables, json)
         }
         Cmd::Mount(args) => hsfs_tools::bench::mount::run(args),
         Cmd::Scale(args) => hsfs_tools::bench::scale::run(args),
@@ -560,14 +553,20 @@ fn main() -> Result<()> {
                     catch_up_ops,
                     files_per_writer,
                 })?;
-            for t in &tables {
-                t.print();
-            }
-            if let Some(p) = json {
-                let v: Vec<Value> = tables.iter().map(Table::to_json).collect();
-                std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
-            }
-            Ok(())
+            emit(&tables, json)
         }
     }
+}
+
+/// Prints the tables, and writes them as JSON to `json` if given.
+fn emit(tables: &[Table], json: Option<PathBuf>) -> Result<()> {
+    for t in tables {
+        t.print();
+    }
+    if let Some(p) = json {
+        let v: Vec<Value> = tables.iter().map(Table::to_json).collect();
+        std::fs::write(&p, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
 }

@@ -314,17 +314,7 @@ impl Mount {
 
     /// VmRSS of the server process, in MiB.
     pub fn rss_mib(&self) -> Result<f64> {
-        let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .context("no VmRSS line in /proc/PID/status")?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()?;
-        Ok(kb / 1024.0)
+        crate::bench::rss_mib(self.child.id())
     }
 
     /// Stops the server; fails unless it exits cleanly and leaves nothing
