@@ -519,6 +519,15 @@ impl Engine {
         Ok(true)
     }
 
+    /// With a commit journal: waits until no checkpoint is in progress and
+    /// returns the journal's current generation (it changes at each file
+    /// switch, which starts a checkpoint). For tests that need to know
+    /// what the store holds without a sync.
+    #[must_use]
+    pub fn settle_journal(&self) -> Option<u64> {
+        self.inner.journal.get().map(|j| j.lock().settle())
+    }
+
     /// The backend.
     #[must_use]
     pub fn backend(&self) -> &dyn Backend {

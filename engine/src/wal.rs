@@ -308,6 +308,16 @@ impl Wal {
         g.free[0] = false;
     }
 
+    /// Waits until the file last left is checkpointed (no checkpoint in
+    /// progress); returns the generation being written.
+    pub fn settle(&self) -> u64 {
+        let mut g = self.shared.slots.lock();
+        while !g.free[1 - self.active] && !g.failed {
+            self.shared.changed.wait(&mut g);
+        }
+        self.generation
+    }
+
     /// Appends a record; with `sync`, returns once it is on stable storage
     /// (together with every record before it).
     pub fn append(&mut self, r: &RecordRef<'_>, sync: bool) -> Result<(), StoreError> {
