@@ -9,12 +9,14 @@ use bytes::Bytes;
 
 use crate::errno::Errno;
 use crate::op::ChunkRef;
+use crate::store::Value;
 use crate::types::{CHUNK_MAX, Hash};
 
-/// Chunk bytes whose BLAKE3 hashes have been computed or checked.
+/// Chunk bytes whose BLAKE3 hashes have been computed or checked, each
+/// held in the store's value type so that storing it copies nothing.
 #[derive(Clone, Debug, Default)]
 pub struct Payload {
-    pieces: Vec<(Hash, Bytes)>,
+    pieces: Vec<(Hash, Value)>,
 }
 
 impl Payload {
@@ -42,7 +44,7 @@ impl Payload {
                 hash,
                 len: n as u32,
             });
-            pieces.push((hash, Bytes::copy_from_slice(piece)));
+            pieces.push((hash, Value::from(piece)));
             pos += n;
             off += n as u64;
         }
@@ -59,7 +61,7 @@ impl Payload {
             if d.len() != r.len as usize || *blake3::hash(&d).as_bytes() != r.hash {
                 return Err(Errno::EINVAL);
             }
-            pieces.push((r.hash, d));
+            pieces.push((r.hash, Value::from(&d[..])));
         }
         Ok(Payload { pieces })
     }
@@ -89,7 +91,7 @@ impl Payload {
 
     /// The pieces.
     #[must_use]
-    pub fn pieces(&self) -> &[(Hash, Bytes)] {
+    pub fn pieces(&self) -> &[(Hash, Value)] {
         &self.pieces
     }
 }
@@ -106,7 +108,11 @@ mod tests {
         assert_eq!(lens, [5536, 65536, 65536, 63392]);
         assert!(p.matches(&refs));
         assert_eq!(p.len(), 200_000);
-        let raw = p.pieces().iter().map(|(_, d)| d.clone()).collect();
+        let raw = p
+            .pieces()
+            .iter()
+            .map(|(_, d)| Bytes::copy_from_slice(d))
+            .collect();
         assert!(Payload::verify(&refs, raw).is_ok());
         assert_eq!(
             Payload::verify(&refs, vec![Bytes::from_static(b"x")]).unwrap_err(),

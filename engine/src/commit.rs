@@ -472,7 +472,7 @@ impl Pipeline {
             }
             for (hash, data) in sub.chunks.pieces() {
                 if !b.has_chunk(hash).map_err(engine_fail)? {
-                    b.put_chunk(*hash, data.as_ref());
+                    b.put_chunk(*hash, data.clone());
                 }
             }
         } else {

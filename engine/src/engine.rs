@@ -457,10 +457,10 @@ impl Engine {
         })
     }
 
-    /// Uses the commit journal in directory `path`: replays the entries it
-    /// holds past the store's applied index (a crash lost them from the
-    /// unsynced store), syncs the store, then logs every later batch there
-    /// first. A missing journal is created with files of `create` bytes;
+    /// Uses the commit journal in directory `path`: restores the chunks it
+    /// holds that the store lacks and replays the entries past the store's
+    /// applied index (a crash lost them from the unsynced store), syncs the
+    /// store, then logs every later batch there first. A missing journal is created with files of `create` bytes;
     /// with `None` a missing journal means the store has none (Ok(false)).
     pub fn attach_journal(&self, path: &Path, create: Option<u64>) -> Result<bool, EngineError> {
         if self.inner.journal.get().is_some() {
@@ -484,25 +484,29 @@ impl Engine {
                 first.index
             )));
         }
-        if !pending.is_empty() {
-            // The chunks those entries need (older records may hold some).
-            let needed: std::collections::BTreeSet<Hash> = pending
-                .iter()
-                .flat_map(|e| e.op.chunks().iter().map(|c| c.hash))
-                .collect();
-            let items: Vec<_> = records
-                .iter()
-                .flat_map(|r| &r.chunks)
-                .filter(|(h, _)| needed.contains(h))
-                .map(|(h, data)| crate::store::BatchItem {
+        // Every chunk the journal holds that the store lacks: those of the
+        // entries to replay, and those of applied entries whose chunks the
+        // store kept in memory until a checkpoint that never came
+        // (`Backend::put_journaled_chunks`).
+        let mut items = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (h, data) in records.iter().flat_map(|r| &r.chunks) {
+            if seen.insert(*h) && !self.inner.backend.contains(Space::Chunks, h)? {
+                items.push(crate::store::BatchItem {
                     space: Space::Chunks,
                     key: h.to_vec(),
                     value: Some(data.as_slice().into()),
-                })
-                .collect();
-            if !items.is_empty() {
-                self.inner.backend.commit(items, false)?;
+                });
             }
+        }
+        if !items.is_empty() {
+            tracing::info!(
+                chunks = items.len(),
+                "restored chunks from the commit journal"
+            );
+            self.inner.backend.commit(items, false)?;
+        }
+        if !pending.is_empty() {
             let last = pending.last().map_or(applied, |e| e.index);
             self.replay(pending.iter().copied(), 256, false)
                 .map_err(|e| EngineError::Corrupt(format!("replaying the commit journal: {e}")))?;
@@ -918,11 +922,12 @@ impl<'e> Batch<'e> {
             self.w.trie.reset();
             return Err(StoreError::Injected("batch.before_write").into());
         }
-        let items =
+        let mut items =
             std::mem::replace(&mut self.txn, Txn::new(&*self.engine.inner.backend)).into_items();
         // With a journal, the batch's record there is the commit point (one
         // fdatasync of a pre-allocated file); the store is written without
         // a sync and checkpointed in the background.
+        let backend = &*self.engine.inner.backend;
         let mut journal = self.engine.inner.journal.get().map(|j| j.lock());
         if let Some(j) = &mut journal {
             let record = RecordRef {
@@ -937,13 +942,25 @@ impl<'e> Batch<'e> {
                 let e = StoreError::Injected("journal.after_write");
                 return Err(self.poison(e, "failpoint after the journal write"));
             }
+            if sync {
+                // The synced record holds the chunks: the store may keep
+                // them in memory until the checkpoint writes them, once.
+                // IMPORTANT: stored before the entries that use them become
+                // visible. Unsynced batches (replicas) keep them in the
+                // store's own batch: nothing durable holds them otherwise.
+                let (chunks, rest): (Vec<_>, Vec<_>) =
+                    items.into_iter().partition(|i| i.space == Space::Chunks);
+                items = rest;
+                let chunks = chunks
+                    .into_iter()
+                    .filter_map(|i| Some((i.key.as_slice().try_into().ok()?, i.value?)))
+                    .collect();
+                if let Err(e) = backend.put_journaled_chunks(chunks) {
+                    return Err(self.poison(e, "batch write failed"));
+                }
+            }
         }
-        if let Err(e) = self
-            .engine
-            .inner
-            .backend
-            .commit(items, sync && journal.is_none())
-        {
+        if let Err(e) = backend.commit(items, sync && journal.is_none()) {
             return Err(self.poison(e, "batch write failed"));
         }
         drop(journal);

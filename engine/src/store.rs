@@ -12,6 +12,7 @@ pub mod mem;
 use std::ops::Bound;
 
 use crate::keys::Space;
+use crate::types::Hash;
 
 /// A stored value (cheap to clone).
 pub type Value = fjall::Slice;
@@ -72,7 +73,27 @@ pub trait Backend: Send + Sync {
     /// poisons the store.
     fn commit(&self, items: Vec<BatchItem>, sync: bool) -> Result<(), StoreError>;
 
-    /// Makes every committed batch durable.
+    /// Stores chunks whose bytes are already on stable storage in a synced
+    /// commit-journal record ([`crate::wal`]). The store may keep them in
+    /// memory, readable like any other chunk, until the next
+    /// [`Backend::sync`], which must make them durable: until then the
+    /// journal holds their only durable copy, and a process that dies
+    /// loses them from the store (recovery restores them from the
+    /// journal). The default writes them as an unsynced batch.
+    fn put_journaled_chunks(&self, chunks: Vec<(Hash, Value)>) -> Result<(), StoreError> {
+        let items = chunks
+            .into_iter()
+            .map(|(h, v)| BatchItem {
+                space: Space::Chunks,
+                key: h.to_vec(),
+                value: Some(v),
+            })
+            .collect();
+        self.commit(items, false)
+    }
+
+    /// Makes every committed batch, and every chunk stored by
+    /// [`Backend::put_journaled_chunks`], durable.
     fn sync(&self) -> Result<(), StoreError>;
 
     /// Bytes available to the store on its filesystem, if known.

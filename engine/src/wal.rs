@@ -44,6 +44,8 @@ use crate::types::Hash;
 
 const MAGIC: u32 = 0x4c41_5748; // "HWAL"
 const HEADER: usize = 4 + 8 + 4 + 8;
+/// Largest record buffer kept for reuse.
+const KEEP_BUF: usize = 16 << 20;
 
 /// What one record carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -120,6 +122,8 @@ pub struct Wal {
     /// Files to checkpoint (None once dropping).
     checkpoint: Option<crossbeam_channel::Sender<usize>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The record buffer, kept between appends.
+    buf: Vec<u8>,
 }
 
 impl Drop for Wal {
@@ -294,6 +298,7 @@ impl Wal {
                 shared,
                 checkpoint: Some(tx),
                 thread: Some(thread),
+                buf: Vec::new(),
             },
             records,
         ))
@@ -321,8 +326,21 @@ impl Wal {
     /// Appends a record; with `sync`, returns once it is on stable storage
     /// (together with every record before it).
     pub fn append(&mut self, r: &RecordRef<'_>, sync: bool) -> Result<(), StoreError> {
-        let mut buf = vec![0u8; HEADER];
+        // The buffer is reused: a fresh megabyte per record would cost a
+        // page fault per 4 KiB on every write.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.resize(HEADER, 0);
         r.encode_into(&mut buf);
+        let written = self.write_record(&mut buf, sync);
+        if buf.capacity() <= KEEP_BUF {
+            self.buf = buf;
+        }
+        written
+    }
+
+    /// Writes the record encoded in `buf` after its header room.
+    fn write_record(&mut self, buf: &mut [u8], sync: bool) -> Result<(), StoreError> {
         let n = buf.len() - HEADER;
         let len = u32::try_from(n).map_err(|_| {
             StoreError::Io(std::io::Error::other(format!(
@@ -339,7 +357,7 @@ impl Wal {
         buf[12..16].copy_from_slice(&len.to_le_bytes());
         buf[16..24].copy_from_slice(&sum.to_le_bytes());
         let (f, p) = (&self.files[self.active], &self.paths[self.active]);
-        f.write_all_at(&buf, self.pos).map_err(io(p))?;
+        f.write_all_at(buf, self.pos).map_err(io(p))?;
         self.pos += need;
         if sync {
             // IMPORTANT: the commit point. Acks wait for this; the blocks

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use common::*;
 use hsfs_engine::commit::{CommitConfig, Committer, ManualClock, NoneOpen, SystemClock};
 use hsfs_engine::failpoint::POINTS;
+use hsfs_engine::keys::Space;
 use hsfs_engine::op::{Ack, Intent, Op, Origin};
 use hsfs_engine::store::mem::MemBackend;
 use hsfs_engine::{ClientId, Engine, Errno, IntentId, ROOT_INO};
@@ -439,11 +440,15 @@ fn journal_recovers_across_switches() {
             h.mkdir(ROOT_INO, &format!("d{i}")).unwrap();
         }
     }
-    // One more op committed with no checkpoint running and no file switch
-    // (which would start one): the store alone cannot hold it.
+    // One more append and op committed with no checkpoint running and no
+    // file switch (which would start one): the store alone cannot hold
+    // them, and it holds the appended chunk in memory only.
     let mut n = 0;
     loop {
         let generation = h.engine.settle_journal().expect("journaled");
+        let data = format!("last {n}\n").into_bytes();
+        h.append(f, &data).unwrap();
+        expect.extend_from_slice(&data);
         h.mkdir(ROOT_INO, &format!("last{n}")).unwrap();
         if h.engine.settle_journal() == Some(generation) {
             break;
@@ -452,6 +457,22 @@ fn journal_recovers_across_switches() {
         assert!(n < 100, "every small op switched journal files");
     }
     let root = h.root();
+    // The process dies: what reached the OS survives, the chunks the store
+    // kept in memory do not; the journal restores them.
+    let died = h.backend.process_crash_image();
+    assert!(
+        died.keys(Space::Chunks).len() < h.backend.keys(Space::Chunks).len(),
+        "the last append's chunk must be held in memory only"
+    );
+    let (e, _j) = reopen(CrashImage {
+        store: died,
+        journal: crash_image(&h, Some(jdir.path())).journal,
+    });
+    assert_eq!(e.applied_index(), h.engine.applied_index());
+    assert_eq!(e.read(f, 0, 1 << 20).unwrap(), expect);
+    let r = hsfs_engine::fsck::check(&e, &mut |_, _| {}).unwrap();
+    assert!(r.is_clean(), "{:#?}", r.problems);
+    drop(e);
     let applied = h.engine.applied_index();
     let durable = Engine::open(Arc::new(h.backend.crash_image()), None).unwrap();
     assert!(

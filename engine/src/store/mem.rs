@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use super::{Backend, BatchItem, KvIter, StoreError, Value};
 use crate::keys::Space;
+use crate::types::Hash;
 
 type Image = Vec<BTreeMap<Vec<u8>, Value>>;
 
@@ -35,6 +36,9 @@ struct Inner {
     live: Image,
     durable: Image,
     unsynced: Vec<Vec<BatchItem>>,
+    /// Chunk keys stored by `put_journaled_chunks` since the last sync:
+    /// held in memory only, like the fjall backend does.
+    held: Vec<Vec<u8>>,
     commits: u64,
     faults: Faults,
     poisoned: bool,
@@ -82,6 +86,25 @@ impl MemBackend {
             inner: Mutex::new(Inner {
                 live: g.durable.clone(),
                 durable: g.durable.clone(),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// The store as the death of its process right now would leave it:
+    /// every batch reached the OS (and survives) except the chunks held in
+    /// memory since the last sync.
+    #[must_use]
+    pub fn process_crash_image(&self) -> MemBackend {
+        let g = self.inner.lock();
+        let mut img = g.live.clone();
+        for k in &g.held {
+            img[Space::Chunks.idx()].remove(k);
+        }
+        MemBackend {
+            inner: Mutex::new(Inner {
+                live: img.clone(),
+                durable: img,
                 ..Inner::default()
             }),
         }
@@ -144,6 +167,7 @@ impl Backend for MemBackend {
         apply(&mut g.live, &items);
         g.unsynced.push(items);
         if sync {
+            g.held.clear();
             let pending = std::mem::take(&mut g.unsynced);
             for b in &pending {
                 apply(&mut g.durable, b);
@@ -152,11 +176,27 @@ impl Backend for MemBackend {
         Ok(())
     }
 
+    fn put_journaled_chunks(&self, chunks: Vec<(Hash, Value)>) -> Result<(), StoreError> {
+        let items: Vec<BatchItem> = chunks
+            .into_iter()
+            .map(|(h, v)| BatchItem {
+                space: Space::Chunks,
+                key: h.to_vec(),
+                value: Some(v),
+            })
+            .collect();
+        let keys: Vec<Vec<u8>> = items.iter().map(|i| i.key.clone()).collect();
+        self.commit(items, false)?;
+        self.inner.lock().held.extend(keys);
+        Ok(())
+    }
+
     fn sync(&self) -> Result<(), StoreError> {
         let mut g = self.inner.lock();
         if g.poisoned {
             return Err(StoreError::Poisoned);
         }
+        g.held.clear();
         let pending = std::mem::take(&mut g.unsynced);
         for b in &pending {
             apply(&mut g.durable, b);
