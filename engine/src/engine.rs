@@ -492,11 +492,7 @@ impl Engine {
         let mut seen = std::collections::BTreeSet::new();
         for (h, data) in records.iter().flat_map(|r| &r.chunks) {
             if seen.insert(*h) && !self.inner.backend.contains(Space::Chunks, h)? {
-                items.push(crate::store::BatchItem {
-                    space: Space::Chunks,
-                    key: h.to_vec(),
-                    value: Some(data.as_slice().into()),
-                });
+                items.push(crate::store::BatchItem::chunk(h, data.as_slice().into()));
             }
         }
         if !items.is_empty() {
@@ -1050,11 +1046,7 @@ impl Engine {
                 bad.push(h);
                 continue;
             }
-            items.push(crate::store::BatchItem {
-                space: Space::Chunks,
-                key: h.to_vec(),
-                value: Some(data.into()),
-            });
+            items.push(crate::store::BatchItem::chunk(&h, data.into()));
         }
         if items.is_empty() {
             return Ok(bad);

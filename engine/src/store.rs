@@ -53,6 +53,18 @@ pub struct BatchItem {
     pub value: Option<Value>,
 }
 
+impl BatchItem {
+    /// Stores a chunk under its hash.
+    #[must_use]
+    pub fn chunk(hash: &Hash, data: Value) -> BatchItem {
+        BatchItem {
+            space: Space::Chunks,
+            key: hash.to_vec(),
+            value: Some(data),
+        }
+    }
+}
+
 /// An ordered key-value store with atomic batches.
 pub trait Backend: Send + Sync {
     /// Point read.
@@ -81,15 +93,8 @@ pub trait Backend: Send + Sync {
     /// loses them from the store (recovery restores them from the
     /// journal). The default writes them as an unsynced batch.
     fn put_journaled_chunks(&self, chunks: Vec<(Hash, Value)>) -> Result<(), StoreError> {
-        let items = chunks
-            .into_iter()
-            .map(|(h, v)| BatchItem {
-                space: Space::Chunks,
-                key: h.to_vec(),
-                value: Some(v),
-            })
-            .collect();
-        self.commit(items, false)
+        let items = chunks.into_iter().map(|(h, v)| BatchItem::chunk(&h, v));
+        self.commit(items.collect(), false)
     }
 
     /// Makes every committed batch, and every chunk stored by

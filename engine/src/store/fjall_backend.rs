@@ -330,11 +330,7 @@ mod tests {
         let big = vec![7u8; 10_000];
         {
             let b = FjallBackend::open(d.path(), &opts).unwrap();
-            let item = |h: u8| BatchItem {
-                space: Space::Chunks,
-                key: vec![h; 32],
-                value: Some(Value::from(&[h][..])),
-            };
+            let item = |h: u8| BatchItem::chunk(&[h; 32], Value::from(&[h][..]));
             b.commit(vec![item(2), item(6)], false).unwrap();
             let held: Vec<(Hash, Value)> = vec![
                 ([1; 32], Value::from(&b"one"[..])),

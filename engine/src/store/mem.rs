@@ -179,11 +179,7 @@ impl Backend for MemBackend {
     fn put_journaled_chunks(&self, chunks: Vec<(Hash, Value)>) -> Result<(), StoreError> {
         let items: Vec<BatchItem> = chunks
             .into_iter()
-            .map(|(h, v)| BatchItem {
-                space: Space::Chunks,
-                key: h.to_vec(),
-                value: Some(v),
-            })
+            .map(|(h, v)| BatchItem::chunk(&h, v))
             .collect();
         let keys: Vec<Vec<u8>> = items.iter().map(|i| i.key.clone()).collect();
         self.commit(items, false)?;
