@@ -101,7 +101,8 @@ pub trait Backend: Send + Sync {
     /// [`Backend::put_journaled_chunks`], durable.
     fn sync(&self) -> Result<(), StoreError>;
 
-    /// Bytes available to the store on its filesystem, if known.
+    /// Bytes available to the store on its filesystem, if known, less what
+    /// it has yet to write (chunks held until the next sync).
     fn free_space(&self) -> Option<u64>;
 
     /// Bytes the store occupies on disk, if known.

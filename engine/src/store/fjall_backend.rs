@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 use parking_lot::{Mutex, RwLock};
@@ -74,8 +75,10 @@ pub struct FjallBackend {
     db: Database,
     spaces: Vec<Keyspace>,
     path: PathBuf,
-    /// Chunks held in memory until the next sync.
+    /// Chunks held in memory until the next sync, and their total bytes
+    /// (the checkpoint will write them: free space must count them).
     journaled: RwLock<BTreeMap<Hash, Value>>,
+    journaled_bytes: AtomicU64,
     /// Serializes syncs (the checkpointer's and a shutdown's).
     syncing: Mutex<()>,
 }
@@ -114,6 +117,7 @@ impl FjallBackend {
             spaces,
             path: path.to_path_buf(),
             journaled: RwLock::new(BTreeMap::new()),
+            journaled_bytes: AtomicU64::new(0),
             syncing: Mutex::new(()),
         })
     }
@@ -278,7 +282,13 @@ impl Backend for FjallBackend {
     }
 
     fn put_journaled_chunks(&self, chunks: Vec<(Hash, Value)>) -> Result<(), StoreError> {
-        self.journaled.write().extend(chunks);
+        let mut held = self.journaled.write();
+        for (h, v) in chunks {
+            let n = v.len() as u64;
+            if held.insert(h, v).is_none() {
+                self.journaled_bytes.fetch_add(n, Ordering::Relaxed);
+            }
+        }
         Ok(())
     }
 
@@ -292,13 +302,22 @@ impl Backend for FjallBackend {
         self.db.persist(PersistMode::SyncData).map_err(fjall_err)?;
         let mut held = self.journaled.write();
         for h in &ingested {
-            held.remove(h);
+            if let Some(v) = held.remove(h) {
+                self.journaled_bytes
+                    .fetch_sub(v.len() as u64, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
 
     fn free_space(&self) -> Option<u64> {
-        crate::util::free_space(&self.path).ok()
+        // The chunks held in memory are as good as written: the next
+        // checkpoint writes them, and it must not be the write that finds
+        // the disk full.
+        let held = self.journaled_bytes.load(Ordering::Relaxed);
+        crate::util::free_space(&self.path)
+            .ok()
+            .map(|free| free.saturating_sub(held))
     }
 
     fn disk_space(&self) -> Option<u64> {
@@ -341,6 +360,11 @@ mod tests {
             b.put_journaled_chunks(held).unwrap();
             assert_eq!(chunk(&b, [4; 32]).unwrap(), big);
             assert!(b.contains(Space::Chunks, &[9; 32]).unwrap());
+            // Held bytes count as used: the checkpoint will write them.
+            assert_eq!(
+                b.journaled_bytes.load(Ordering::Relaxed),
+                3 + 10_000 + 1 + 4
+            );
             let keys: Vec<u8> = scan(&b).iter().map(|k| k[0]).collect();
             assert_eq!(keys, [1, 2, 4, 6, 9]);
             let part: Vec<u8> = b
@@ -354,6 +378,7 @@ mod tests {
             assert_eq!(part, [2, 4, 6]);
             b.sync().unwrap();
             assert!(b.journaled.read().is_empty());
+            assert_eq!(b.journaled_bytes.load(Ordering::Relaxed), 0);
             assert_eq!(scan(&b).len(), 5);
             // Held again after a sync: a later sync ingests a second run.
             b.put_journaled_chunks(vec![([5; 32], Value::from(&b"five"[..]))])
