@@ -20,6 +20,7 @@ use crate::failpoint::Failpoints;
 use crate::keys::{self, Space, meta};
 use crate::op::{Ack, Intent, LogEntry, Op, OpResult, Origin};
 use crate::statedir::{StateDir, StateDirError};
+use crate::store::BatchItem;
 use crate::store::fjall_backend::{FjallBackend, FjallOptions};
 use crate::store::{Backend, StoreError};
 use crate::txn::Txn;
@@ -369,7 +370,7 @@ impl Engine {
             return Err(EngineError::Corrupt("store already initialized".into()));
         }
         let header = vec![
-            crate::store::BatchItem {
+            BatchItem {
                 space: Space::Meta,
                 key: meta::FORMAT.to_vec(),
                 value: Some(
@@ -378,7 +379,7 @@ impl Engine {
                         .into(),
                 ),
             },
-            crate::store::BatchItem {
+            BatchItem {
                 space: Space::Meta,
                 key: meta::WORKSPACE.to_vec(),
                 value: Some(workspace.0.into()),
@@ -488,19 +489,22 @@ impl Engine {
         // entries to replay, and those of applied entries whose chunks the
         // store kept in memory until a checkpoint that never came
         // (`Backend::put_journaled_chunks`).
-        let mut items = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
+        // `Wal::open` synced the journal files, so the store may hold
+        // them until the sync below writes them, once.
+        let mut restored = std::collections::BTreeMap::new();
         for (h, data) in records.iter().flat_map(|r| &r.chunks) {
-            if seen.insert(*h) && !self.inner.backend.contains(Space::Chunks, h)? {
-                items.push(crate::store::BatchItem::chunk(h, data.as_slice().into()));
+            if !restored.contains_key(h) && !self.inner.backend.contains(Space::Chunks, h)? {
+                restored.insert(*h, crate::store::Value::from(data.as_slice()));
             }
         }
-        if !items.is_empty() {
+        if !restored.is_empty() {
             tracing::info!(
-                chunks = items.len(),
+                chunks = restored.len(),
                 "restored chunks from the commit journal"
             );
-            self.inner.backend.commit(items, false)?;
+            self.inner
+                .backend
+                .put_journaled_chunks(restored.into_iter().collect())?;
         }
         if !pending.is_empty() {
             let last = pending.last().map_or(applied, |e| e.index);
@@ -523,6 +527,7 @@ impl Engine {
     /// returns the journal's current generation (it changes at each file
     /// switch, which starts a checkpoint). For tests that need to know
     /// what the store holds without a sync.
+    #[doc(hidden)]
     #[must_use]
     pub fn settle_journal(&self) -> Option<u64> {
         self.inner.journal.get().map(|j| j.lock().settle())
@@ -918,8 +923,19 @@ impl<'e> Batch<'e> {
             self.w.trie.reset();
             return Err(StoreError::Injected("batch.before_write").into());
         }
-        let mut items =
-            std::mem::replace(&mut self.txn, Txn::new(&*self.engine.inner.backend)).into_items();
+        let (chunks, mut items): (Vec<_>, Vec<_>) =
+            std::mem::replace(&mut self.txn, Txn::new(&*self.engine.inner.backend))
+                .into_items()
+                .into_iter()
+                .partition(|i| i.space == Space::Chunks);
+        // Chunks are only ever added (never deleted), under their hash.
+        let chunks: Vec<(Hash, crate::store::Value)> = chunks
+            .into_iter()
+            .map(|i| {
+                let hash = i.key.as_slice().try_into().expect("chunk keys are hashes");
+                (hash, i.value.expect("chunks are never deleted"))
+            })
+            .collect();
         // With a journal, the batch's record there is the commit point (one
         // fdatasync of a pre-allocated file); the store is written without
         // a sync and checkpointed in the background.
@@ -928,7 +944,7 @@ impl<'e> Batch<'e> {
         if let Some(j) = &mut journal {
             let record = RecordRef {
                 entries: self.applied.iter().map(|a| &*a.entry).collect(),
-                chunks: chunk_pieces(&items),
+                chunks: chunks.iter().map(|(h, v)| (*h, &v[..])).collect(),
             };
             if let Err(e) = j.append(&record, sync) {
                 return Err(self.poison(e, "commit journal write failed"));
@@ -938,23 +954,24 @@ impl<'e> Batch<'e> {
                 let e = StoreError::Injected("journal.after_write");
                 return Err(self.poison(e, "failpoint after the journal write"));
             }
-            if sync {
-                // The synced record holds the chunks: the store may keep
-                // them in memory until the checkpoint writes them, once.
-                // IMPORTANT: stored before the entries that use them become
-                // visible. Unsynced batches (replicas) keep them in the
-                // store's own batch: nothing durable holds them otherwise.
-                let (chunks, rest): (Vec<_>, Vec<_>) =
-                    items.into_iter().partition(|i| i.space == Space::Chunks);
-                items = rest;
-                let chunks = chunks
-                    .into_iter()
-                    .filter_map(|i| Some((i.key.as_slice().try_into().ok()?, i.value?)))
-                    .collect();
-                if let Err(e) = backend.put_journaled_chunks(chunks) {
-                    return Err(self.poison(e, "batch write failed"));
-                }
-            }
+        }
+        let held = if journal.is_some() && sync {
+            // The synced record holds the chunks: the store may keep them
+            // in memory until the checkpoint writes them, once. Unsynced
+            // batches (replicas) and stores without a journal keep them in
+            // the store's own batch: nothing durable holds them otherwise.
+            chunks
+        } else {
+            let stored = chunks.into_iter().map(|(h, v)| BatchItem::chunk(&h, v));
+            items.extend(stored);
+            Vec::new()
+        };
+        // IMPORTANT: the chunks are stored before the entries that use them
+        // become visible.
+        if !held.is_empty()
+            && let Err(e) = backend.put_journaled_chunks(held)
+        {
+            return Err(self.poison(e, "batch write failed"));
         }
         if let Err(e) = backend.commit(items, sync && journal.is_none()) {
             return Err(self.poison(e, "batch write failed"));
@@ -972,10 +989,8 @@ impl<'e> Batch<'e> {
     /// or the next batch would reuse the same log indexes and recovery
     /// would find both.
     fn poison(&mut self, e: StoreError, what: &str) -> EngineError {
-        self.engine.inner.poisoned.store(true, Ordering::Release);
         self.w.trie.reset();
-        tracing::error!(error = %e, "{what}; engine poisoned");
-        e.into()
+        self.engine.poison(e, what)
     }
 
     /// Drops the batch without writing; the trie forgets buffered changes.
@@ -1039,20 +1054,25 @@ impl Engine {
         &self,
         chunks: impl IntoIterator<Item = (Hash, &'a [u8])>,
     ) -> Result<Vec<Hash>, EngineError> {
-        let mut items = Vec::new();
+        let mut good = Vec::new();
         let mut bad = Vec::new();
         for (h, data) in chunks {
-            if *blake3::hash(data).as_bytes() != h {
+            if *blake3::hash(data).as_bytes() == h {
+                good.push((h, data));
+            } else {
                 bad.push(h);
-                continue;
             }
-            items.push(crate::store::BatchItem::chunk(&h, data.into()));
         }
-        if items.is_empty() {
+        if good.is_empty() {
             return Ok(bad);
         }
+        let items = || {
+            good.iter()
+                .map(|(h, data)| BatchItem::chunk(h, (*data).into()))
+                .collect()
+        };
         let Some(journal) = self.inner.journal.get() else {
-            self.backend().commit(items, false)?;
+            self.backend().commit(items(), false)?;
             return Ok(bad);
         };
         // Journaled without a sync: the sync of the batch that uses them
@@ -1062,23 +1082,23 @@ impl Engine {
         let mut j = journal.lock();
         let record = RecordRef {
             entries: Vec::new(),
-            chunks: chunk_pieces(&items),
+            chunks: good.clone(),
         };
         if let Err(e) = j.append(&record, false) {
-            self.inner.poisoned.store(true, Ordering::Release);
-            tracing::error!(error = %e, "commit journal write failed; engine poisoned");
-            return Err(e.into());
+            return Err(self.poison(e, "commit journal write failed"));
         }
-        self.backend().commit(items, false)?;
+        if let Err(e) = self.backend().commit(items(), false) {
+            // The journal holds chunks the store lacks: like a batch.
+            return Err(self.poison(e, "chunk write failed"));
+        }
         Ok(bad)
     }
-}
 
-/// The chunks among a batch's items, as pieces of a journal record.
-fn chunk_pieces(items: &[crate::store::BatchItem]) -> Vec<(Hash, &[u8])> {
-    items
-        .iter()
-        .filter(|i| i.space == Space::Chunks)
-        .filter_map(|i| Some((i.key.as_slice().try_into().ok()?, i.value.as_deref()?)))
-        .collect()
+    /// A durable write failed part way: refuse further writes until
+    /// restart (see `Batch::poison`).
+    fn poison(&self, e: StoreError, what: &str) -> EngineError {
+        self.inner.poisoned.store(true, Ordering::Release);
+        tracing::error!(error = %e, "{what}; engine poisoned");
+        e.into()
+    }
 }

@@ -70,13 +70,13 @@ impl Failpoints {
         self.any.store(false, Ordering::Release);
     }
 
-    /// Counts a hit of `name`; true when it fires.
     /// Whether `name` is armed and has not fired yet.
     #[must_use]
     pub fn is_armed(&self, name: &str) -> bool {
         self.armed.lock().contains_key(name)
     }
 
+    /// Counts a hit of `name`; true when it fires.
     pub fn hit(&self, name: &'static str) -> bool {
         if !self.any.load(Ordering::Acquire) {
             return false;

@@ -11,7 +11,9 @@
 //! Protocol of a durable batch (`Batch::finish`):
 //! 1. append one record (the batch's entries and new chunks) and
 //!    `fdatasync` it — the commit point;
-//! 2. write the batch to fjall without syncing; it becomes visible.
+//! 2. hand its chunks to the store, which may hold them in memory until
+//!    the checkpoint (`Backend::put_journaled_chunks`), and write the rest
+//!    of the batch to fjall without syncing; it becomes visible.
 //!
 //! Chunks stored outside a batch (uploads from workers) are appended
 //! without a sync; the sync of the record that references them covers them,
@@ -267,13 +269,14 @@ impl Wal {
                 for file in rx {
                     // Everything committed so far is in fjall (unsynced):
                     // once synced, the file's records are redundant.
-                    let ok = backend.sync().is_ok();
+                    let synced = backend.sync();
                     let mut g = s.slots.lock();
-                    if ok {
-                        g.free[file] = true;
-                    } else {
-                        g.failed = true;
-                        tracing::error!("checkpoint of the store failed");
+                    match synced {
+                        Ok(()) => g.free[file] = true,
+                        Err(e) => {
+                            g.failed = true;
+                            tracing::error!(error = %e, "checkpoint of the store failed");
+                        }
                     }
                     s.changed.notify_all();
                 }

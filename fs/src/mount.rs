@@ -200,6 +200,7 @@ pub fn mount(core: Arc<Core>, mountpoint: &Path, opts: &MountOptions) -> std::io
 fn set_readahead(mountpoint: &Path, kib: u32) -> std::io::Result<()> {
     // mountinfo names it with symlinks resolved; resolving the parent
     // sends the mount no request.
+    let mountpoint = &std::path::absolute(mountpoint)?;
     let resolved = match (mountpoint.parent(), mountpoint.file_name()) {
         (Some(parent), Some(name)) => std::fs::canonicalize(parent)?.join(name),
         _ => mountpoint.to_path_buf(),

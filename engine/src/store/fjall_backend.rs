@@ -14,7 +14,9 @@ use crate::types::Hash;
 
 /// Tuning of the fjall store. Memory is bounded by the block cache plus
 /// the memtables (each keyspace's is flushed once it reaches its size):
-/// with the defaults at most 32 + 32 + 16 + 2 + 8 x 8 = 146 MiB.
+/// with the defaults at most 32 + 32 + 16 + 2 + 8 x 8 = 146 MiB, plus the
+/// chunks held for the next checkpoint (at most the two commit-journal
+/// files' worth, 2 x 32 MiB by default).
 #[derive(Clone, Debug)]
 pub struct FjallOptions {
     /// Block cache size in bytes (shared by all keyspaces).
@@ -157,10 +159,14 @@ impl FjallBackend {
         }
         // fjall finishes an ingestion (fsyncing its blob file) while holding
         // the lock every write batch takes, so commits would stall for the
-        // whole fsync (about 16 ms per 32 MiB on the development VM). Syncing
+        // whole fsync (16 ms per 32 MiB, timed once on the development VM;
+        // 2 ms with the pre-sync; no bench prints it). Syncing
         // the run's blob files first leaves little for that fsync. This
         // relies on fjall's layout (`<keyspace>/blobs/<id>`): if it changes,
-        // nothing is synced here and only the stall comes back.
+        // nothing is synced here and only the stall comes back. Finishing
+        // also flushes the keyspace's memtable under that lock; it holds
+        // only chunks uploaded by workers (a leader's), never the embedded
+        // mount's. fjall 3.1 offers no public way to flush it before.
         for name in blob_files(&blobs)?.difference(&before) {
             match std::fs::File::open(blobs.join(name)) {
                 Ok(f) => f.sync_data()?,

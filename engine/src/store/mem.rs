@@ -36,9 +36,10 @@ struct Inner {
     live: Image,
     durable: Image,
     unsynced: Vec<Vec<BatchItem>>,
-    /// Chunk keys stored by `put_journaled_chunks` since the last sync:
-    /// held in memory only, like the fjall backend does.
-    held: Vec<Vec<u8>>,
+    /// Chunks stored by `put_journaled_chunks` since the last sync: held
+    /// in memory only, like the fjall backend does (only a sync makes them
+    /// durable, not a synced commit).
+    held: Vec<BatchItem>,
     commits: u64,
     faults: Faults,
     poisoned: bool,
@@ -98,8 +99,8 @@ impl MemBackend {
     pub fn process_crash_image(&self) -> MemBackend {
         let g = self.inner.lock();
         let mut img = g.live.clone();
-        for k in &g.held {
-            img[Space::Chunks.idx()].remove(k);
+        for i in &g.held {
+            img[Space::Chunks.idx()].remove(&i.key);
         }
         MemBackend {
             inner: Mutex::new(Inner {
@@ -167,7 +168,6 @@ impl Backend for MemBackend {
         apply(&mut g.live, &items);
         g.unsynced.push(items);
         if sync {
-            g.held.clear();
             let pending = std::mem::take(&mut g.unsynced);
             for b in &pending {
                 apply(&mut g.durable, b);
@@ -181,9 +181,12 @@ impl Backend for MemBackend {
             .into_iter()
             .map(|(h, v)| BatchItem::chunk(&h, v))
             .collect();
-        let keys: Vec<Vec<u8>> = items.iter().map(|i| i.key.clone()).collect();
-        self.commit(items, false)?;
-        self.inner.lock().held.extend(keys);
+        let mut g = self.inner.lock();
+        if g.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        apply(&mut g.live, &items);
+        g.held.extend(items);
         Ok(())
     }
 
@@ -192,7 +195,8 @@ impl Backend for MemBackend {
         if g.poisoned {
             return Err(StoreError::Poisoned);
         }
-        g.held.clear();
+        let held = std::mem::take(&mut g.held);
+        apply(&mut g.durable, &held);
         let pending = std::mem::take(&mut g.unsynced);
         for b in &pending {
             apply(&mut g.durable, b);
