@@ -102,7 +102,7 @@ fn engine_bench_runs() {
 }
 
 #[test]
-fn scale_bench_runs_and_meets_its_checks() {
+fn scale_bench_runs_and_reports_every_target() {
     let v = bench(
         &["scale", "--scale", "0.005"],
         &[
@@ -124,6 +124,17 @@ fn scale_bench_runs_and_meets_its_checks() {
         assert!(r["measured"].is_number(), "no figure: {r}");
         assert!(r["met"] == "yes" || r["met"] == "NO", "no verdict: {r}");
     }
+    // Size-bound targets may miss at this tiny scale; deduplication may
+    // not: identical files share every chunk at any size.
+    let dedupe = rows
+        .iter()
+        .find(|r| {
+            r["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("unique chunk bytes"))
+        })
+        .expect("the stored-once row");
+    assert_eq!(dedupe["met"], "yes", "{dedupe}");
 }
 
 #[test]

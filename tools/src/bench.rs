@@ -7,6 +7,7 @@ pub mod scale;
 
 use std::io::Write;
 use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -77,6 +78,22 @@ impl Samples {
 #[must_use]
 pub fn us(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e8).round() / 100.0
+}
+
+/// Runs `cmd` to completion: how long it took, and its output. Failing to
+/// start it or a non-zero exit is an error naming `what`, with its stderr.
+pub fn timed_output(cmd: &mut Command, what: &str) -> anyhow::Result<(Duration, Output)> {
+    use anyhow::Context;
+    let t = Instant::now();
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    let d = t.elapsed();
+    anyhow::ensure!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((d, out))
 }
 
 /// `VmRSS` of process `pid`, in MiB.

@@ -84,26 +84,17 @@ impl Drop for Proc {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
         if let Some(m) = &self.mount
-            && is_mounted(m)
+            // Unknown (mountinfo unreadable): try anyway, it is harmless.
+            && crate::checks::is_mount_point(m).unwrap_or(true)
         {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
     }
 }
 
-fn is_mounted(p: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = p.to_string_lossy();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(&*want))
-}
-
 fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let what = format!("{cmd:?}");
+    let (_, out) = crate::bench::timed_output(cmd, &what)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -3,7 +3,8 @@
 //!
 //! - Scale: a 1M-file workspace (one directory of 100k entries, the rest
 //!   in directories of 1000) is built with the engine's batch API
-//!   (creating it through FUSE would take ~10 minutes), then timed: mount
+//!   (through FUSE it would take 10 to 20 minutes at the mount bench's
+//!   create and write rates, an estimate), then timed: mount
 //!   start to ready with cold caches, and a cold `ls` of the 100k-entry
 //!   directory.
 //! - Memory: a 100k-file, 2 GiB workspace is built the same way, mounted,

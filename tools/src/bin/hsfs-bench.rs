@@ -100,41 +100,73 @@ fn direct_creates(e: &Engine, n: u64) -> Result<Samples> {
     Ok(s)
 }
 
-/// Creates through a pipeline that commits on the caller's thread when
-/// idle (`CommitConfig::inline_when_idle`, as the embedded mount runs it).
-fn inline_creates(dir: &Path, n: u64) -> Result<Samples> {
+/// Per-op latency of one committer through a commit pipeline with
+/// `config`: for each of `n` files in a fresh directory, a create, a 4 KiB
+/// write and an fsync (a barrier: nothing new to sync).
+struct PipelineLatency {
+    creates: Samples,
+    writes: Samples,
+    fsyncs: Samples,
+}
+
+fn pipeline_latency(
+    dir: &Path,
+    name: &str,
+    config: CommitConfig,
+    n: u64,
+) -> Result<PipelineLatency> {
     let c = Committer::start(
-        new_store(dir, "latency-inline")?,
-        CommitConfig {
-            inline_when_idle: true,
-            ..CommitConfig::default()
-        },
+        new_store(dir, name)?,
+        config,
         Arc::new(SystemClock),
         Arc::new(NoneOpen),
     );
-    let mut s = Samples::default();
+    let fail = |e: hsfs_engine::Errno| anyhow::anyhow!("{e}");
+    let mkdir = Op::Mkdir {
+        parent: ROOT_INO,
+        name: b"d".to_vec(),
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+    };
+    let d = ino_of(
+        c.commit(intent(1, 1, mkdir), Payload::none())
+            .map_err(fail)?
+            .result,
+    );
+    let mut out = PipelineLatency {
+        creates: Samples::default(),
+        writes: Samples::default(),
+        fsyncs: Samples::default(),
+    };
+    let mut seq = 1;
     for i in 0..n {
-        s.time(|| {
-            c.commit(
-                intent(1, i + 1, create(ROOT_INO, format!("f{i}"))),
-                Payload::none(),
-            )
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        seq += 1;
+        let create = intent(1, seq, create(d, format!("f{i}")));
+        let a = out.creates.time(|| c.commit(create, Payload::none()));
+        let ino = ino_of(a.map_err(fail)?.result);
+        let buf = data(4096, i);
+        let (refs, p) = Payload::split(Some(0), &buf);
+        seq += 1;
+        let write = Op::Write {
+            ino,
+            at: WriteAt::Offset(0),
+            chunks: refs,
+        };
+        out.writes
+            .time(|| c.commit(intent(1, seq, write), p))
+            .map_err(fail)?;
+        seq += 1;
+        out.fsyncs
+            .time(|| c.commit(intent(1, seq, Op::Fsync { ino }), Payload::none()))
+            .map_err(fail)?;
     }
-    Ok(s)
+    Ok(out)
 }
 
 /// Durable commit latency of one committer against the fdatasync floor.
 fn latency(dir: &Path, tables: &mut Vec<Table>) -> Result<()> {
     let floor = fdatasync_floor(dir, 2000)?;
-    let e = new_store(dir, "latency")?;
-    let c = Committer::start(
-        e,
-        CommitConfig::default(),
-        Arc::new(SystemClock),
-        Arc::new(NoneOpen),
-    );
     let mut t = Table::new(
         "Durable commit latency, one committer (fdatasync floor measured in the same run)",
         &[
@@ -163,62 +195,17 @@ fn latency(dir: &Path, tables: &mut Vec<Table>) -> Result<()> {
         );
     };
     row(&mut t, "floor: append 100 B + fdatasync", &floor);
-    let (mut creates, mut writes, mut fsyncd) =
-        (Samples::default(), Samples::default(), Samples::default());
-    let d = ino_of(
-        c.commit(
-            intent(
-                1,
-                1,
-                Op::Mkdir {
-                    parent: ROOT_INO,
-                    name: b"d".to_vec(),
-                    perm: 0o755,
-                    uid: 0,
-                    gid: 0,
-                },
-            ),
-            Payload::none(),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .result,
-    );
-    let mut seq = 1;
-    for i in 0..2000u64 {
-        seq += 1;
-        let a =
-            creates.time(|| c.commit(intent(1, seq, create(d, format!("f{i}"))), Payload::none()));
-        let ino = ino_of(a.map_err(|e| anyhow::anyhow!("{e}"))?.result);
-        let buf = data(4096, i);
-        seq += 1;
-        let (refs, p) = Payload::split(Some(0), &buf);
-        writes
-            .time(|| {
-                c.commit(
-                    intent(
-                        1,
-                        seq,
-                        Op::Write {
-                            ino,
-                            at: WriteAt::Offset(0),
-                            chunks: refs,
-                        },
-                    ),
-                    p,
-                )
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        seq += 1;
-        fsyncd
-            .time(|| c.commit(intent(1, seq, Op::Fsync { ino }), Payload::none()))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    row(&mut t, "create (empty file)", &creates);
-    let inline = inline_creates(dir, 2000)?;
+    let handed = pipeline_latency(dir, "latency", CommitConfig::default(), 2000)?;
+    let inline_config = CommitConfig {
+        inline_when_idle: true,
+        ..CommitConfig::default()
+    };
+    let inline = pipeline_latency(dir, "latency-inline", inline_config, 2000)?;
+    row(&mut t, "create (empty file)", &handed.creates);
     row(
         &mut t,
         "  same, committed on the caller's thread when idle (the mount's setting)",
-        &inline,
+        &inline.creates,
     );
     // The same op without the pipeline thread: the engine's own cost, with
     // the commit journal (the default) and with fjall's own journal synced
@@ -239,8 +226,13 @@ fn latency(dir: &Path, tables: &mut Vec<Table>) -> Result<()> {
         "  same, syncing fjall's journal instead of the commit journal",
         &fjall_sync,
     );
-    row(&mut t, "write 4 KiB", &writes);
-    row(&mut t, "fsync after the write (barrier)", &fsyncd);
+    row(&mut t, "write 4 KiB", &handed.writes);
+    row(
+        &mut t,
+        "  same, committed on the caller's thread when idle",
+        &inline.writes,
+    );
+    row(&mut t, "fsync after the write (barrier)", &handed.fsyncs);
     tables.push(t);
     Ok(())
 }

@@ -8,7 +8,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 
@@ -144,16 +143,11 @@ impl Source {
             let text = MODULE.replace("KK", &k.to_string());
             fs::write(dir.join(format!("src/m{k}.rs")), text)?;
         }
-        let out = cargo(&dir, &dir.join("target"))
-            .args(["generate-lockfile", "--offline"])
-            .output()
-            .context("running cargo")?;
-        ensure!(
-            out.status.success(),
-            "cargo generate-lockfile --offline failed (the cargo workload needs serde, \
-             postcard, blake3 and clap in ~/.cargo/registry: build the workspace once): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::bench::timed_output(
+            cargo(&dir, &dir.join("target")).args(["generate-lockfile", "--offline"]),
+            "cargo generate-lockfile --offline (the cargo workload needs serde, postcard, \
+             blake3 and clap in ~/.cargo/registry: build the workspace once)",
+        )?;
         eprintln!("cargo: {modules}-module crate in {}", dir.display());
         Ok(Source { dir, modules })
     }
@@ -210,18 +204,9 @@ fn run(cx: &mut Ctx) -> Result<()> {
 fn build(src: &Source, dir: &Path, edit: u32) -> Result<Measurement> {
     let target = dir.join("target");
     let before = tree_bytes(dir)?;
-    let t = Instant::now();
-    let out = cargo(dir, &target)
-        .args(["build", "--offline", "--quiet"])
-        .output()
-        .context("running cargo build")?;
-    let d = t.elapsed();
-    ensure!(
-        out.status.success(),
-        "cargo build failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut build = cargo(dir, &target);
+    build.args(["build", "--offline", "--quiet"]);
+    let (d, _) = crate::bench::timed_output(&mut build, "cargo build")?;
     let exe = target.join("debug").join(PACKAGE);
     let run = Command::new(&exe)
         .output()

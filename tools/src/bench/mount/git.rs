@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -168,19 +168,8 @@ fn git_cmd(home: &Path, dir: &Path) -> Command {
 
 /// Runs git; its stdout, and how long it took.
 fn timed_git(home: &Path, dir: &Path, args: &[&str]) -> Result<(Duration, String)> {
-    let t = Instant::now();
-    let out = git_cmd(home, dir)
-        .args(args)
-        .output()
-        .context("running git")?;
-    let d = t.elapsed();
-    ensure!(
-        out.status.success(),
-        "git {} failed ({}): {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let what = format!("git {}", args.join(" "));
+    let (d, out) = crate::bench::timed_output(git_cmd(home, dir).args(args), &what)?;
     Ok((d, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 

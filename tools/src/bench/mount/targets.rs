@@ -30,19 +30,24 @@ pub struct Target {
 }
 
 impl Target {
-    /// VmRSS of the process serving the target, in MiB.
+    /// VmRSS of the process serving the target, in MiB (`None` without
+    /// one; a failed read is reported on stderr and shows as "-").
     #[must_use]
     pub fn rss_mib(&self) -> Option<f64> {
-        self.mount.as_ref()?.rss_mib().ok()
+        let m = self.mount.as_ref()?;
+        m.rss_mib()
+            .map_err(|e| eprintln!("    RSS of {}: {e:#}", self.name))
+            .ok()
     }
 
     /// Disk usage of the hsfs store (allocated bytes under STATE/db, as
     /// `du` counts them: fjall preallocates its journals sparsely).
     #[must_use]
     pub fn store_bytes(&self) -> Option<u64> {
-        self.state
-            .as_ref()
-            .and_then(|s| tree_usage(&s.join("db")).ok())
+        let db = self.state.as_ref()?.join("db");
+        tree_usage(&db)
+            .map_err(|e| eprintln!("    store size of {}: {e:#}", db.display()))
+            .ok()
     }
 
     /// Fails when the serving process has exited.
