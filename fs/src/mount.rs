@@ -34,17 +34,24 @@ impl Default for MountOptions {
         MountOptions {
             read_only: false,
             allow_other: false,
-            threads: 4,
+            threads: DEFAULT_THREADS,
             fsname: "hsfs".into(),
             readahead_kib: DEFAULT_READAHEAD_KIB,
         }
     }
 }
 
-/// Default [`MountOptions::readahead_kib`]: several read requests in
-/// flight for a sequential reader instead of one (`hsfs-bench mount`'s
-/// seq_read, docs/PERFORMANCE.md).
-pub const DEFAULT_READAHEAD_KIB: u32 = 4096;
+/// Default [`MountOptions::readahead_kib`]: many read requests in flight
+/// for a sequential reader instead of one. A file's chunks lie in hash
+/// order in the store, so a sequential read of a file is a random read of
+/// the disk, whose throughput grows with the number of reads in flight
+/// (docs/PERFORMANCE.md, "Sequential read").
+pub const DEFAULT_READAHEAD_KIB: u32 = 16 << 10;
+
+/// Default [`MountOptions::threads`]: enough to serve a full readahead
+/// window's requests at once (most of a request thread's time in a cold
+/// read is spent waiting for the disk).
+pub const DEFAULT_THREADS: usize = 8;
 
 struct NotifierCache(Notifier);
 

@@ -13,8 +13,8 @@
 //! [mount]
 //! cache = "on"        # "on" (exact invalidation) or "off" (nothing cached)
 //! ttl_s = 30.0        # entry/attribute timeout with cache = "on"
-//! threads = 4
-//! readahead_kib = 4096 # kernel readahead of the mount (0: the kernel's 128)
+//! threads = 8
+//! readahead_kib = 16384 # kernel readahead of the mount (0: the kernel's 128)
 //! allow_other = false
 //! read_only = false
 //! name = "host-a"     # worker name in log entries (default: host name)
@@ -109,7 +109,7 @@ impl Default for Mount {
         Mount {
             cache: "on".into(),
             ttl_s: 30.0,
-            threads: 4,
+            threads: hsfs_fs::mount::DEFAULT_THREADS,
             readahead_kib: hsfs_fs::mount::DEFAULT_READAHEAD_KIB,
             allow_other: false,
             read_only: false,
