@@ -5,8 +5,6 @@
 //! thread: a [`Payload`] can only be built by hashing or verifying, so the
 //! pipeline only compares hashes.
 
-use bytes::Bytes;
-
 use crate::errno::Errno;
 use crate::op::ChunkRef;
 use crate::store::Value;
@@ -52,16 +50,17 @@ impl Payload {
     }
 
     /// Checks received bytes against the refs they claim to be.
-    pub fn verify(refs: &[ChunkRef], data: Vec<Bytes>) -> Result<Payload, Errno> {
+    pub fn verify<D: AsRef<[u8]>>(refs: &[ChunkRef], data: &[D]) -> Result<Payload, Errno> {
         if refs.len() != data.len() {
             return Err(Errno::EINVAL);
         }
         let mut pieces = Vec::with_capacity(refs.len());
         for (r, d) in refs.iter().zip(data) {
-            if d.len() != r.len as usize || *blake3::hash(&d).as_bytes() != r.hash {
+            let d = d.as_ref();
+            if d.len() != r.len as usize || *blake3::hash(d).as_bytes() != r.hash {
                 return Err(Errno::EINVAL);
             }
-            pieces.push((r.hash, Value::from(&d[..])));
+            pieces.push((r.hash, Value::from(d)));
         }
         Ok(Payload { pieces })
     }
@@ -108,16 +107,9 @@ mod tests {
         assert_eq!(lens, [5536, 65536, 65536, 63392]);
         assert!(p.matches(&refs));
         assert_eq!(p.len(), 200_000);
-        let raw = p
-            .pieces()
-            .iter()
-            .map(|(_, d)| Bytes::copy_from_slice(d))
-            .collect();
-        assert!(Payload::verify(&refs, raw).is_ok());
-        assert_eq!(
-            Payload::verify(&refs, vec![Bytes::from_static(b"x")]).unwrap_err(),
-            Errno::EINVAL
-        );
+        let raw: Vec<Vec<u8>> = p.pieces().iter().map(|(_, d)| d.to_vec()).collect();
+        assert!(Payload::verify(&refs, &raw).is_ok());
+        assert_eq!(Payload::verify(&refs, &[b"x"]).unwrap_err(), Errno::EINVAL);
         let (refs, _) = Payload::split(None, &data);
         assert_eq!(refs.len(), 4);
         assert_eq!(refs[0].len, 65536);

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hsfs_engine::chunks::Payload;
 use hsfs_engine::commit::{CommitConfig, GroupCommit, OpenFiles, SystemClock};
 use hsfs_engine::keys::Space;
@@ -648,7 +647,7 @@ async fn intent(
         }
         Payload::none()
     } else {
-        match Payload::verify(&refs, inline.into_iter().map(Bytes::from).collect()) {
+        match Payload::verify(&refs, &inline) {
             Ok(p) => p,
             Err(e) => {
                 wire::write(&mut send, &done(Err(e))).await?;
