@@ -15,6 +15,16 @@ pub fn free_space(path: &Path) -> std::io::Result<u64> {
     Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
+/// Starts writing `f`'s dirty pages to the disk without waiting for them
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Advisory: durability still
+/// takes a sync, which reports any I/O error, so errors here are ignored.
+pub fn start_writeback(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is borrowed from `f`, open for the whole call;
+    // the call takes no pointers.
+    let _ = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
 /// Fills an array from the OS random source.
 ///
 /// # Panics
