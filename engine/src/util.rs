@@ -15,9 +15,11 @@ pub fn free_space(path: &Path) -> std::io::Result<u64> {
     Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
-/// Starts writing `f`'s dirty pages to the disk without waiting for them
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Advisory: durability still
-/// takes a sync, which reports any I/O error, so errors here are ignored.
+/// Starts writing `f`'s dirty pages to the disk without waiting for the
+/// writes to complete (`sync_file_range(SYNC_FILE_RANGE_WRITE)`; it may
+/// block while the device's queue is full). Advisory: durability still
+/// takes a sync, and this call leaves the file's write-error state for that
+/// sync to report, so errors here are ignored.
 pub fn start_writeback(f: &std::fs::File) {
     use std::os::fd::AsRawFd;
     // SAFETY: the descriptor is borrowed from `f`, open for the whole call;

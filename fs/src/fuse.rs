@@ -582,8 +582,8 @@ impl Filesystem for Fuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Not sent for our handles (FOPEN_NOFLUSH); every write is already
-        // committed when it returns.
+        // Kernels that know FOPEN_NOFLUSH send none for our handles; older
+        // ones still do. Every write is already committed when it returns.
         reply.ok();
     }
 

@@ -48,9 +48,9 @@ impl Default for MountOptions {
 /// (docs/PERFORMANCE.md, "Sequential read").
 pub const DEFAULT_READAHEAD_KIB: u32 = 16 << 10;
 
-/// Default [`MountOptions::threads`]: enough to serve a full readahead
-/// window's requests at once (most of a request thread's time in a cold
-/// read is spent waiting for the disk).
+/// Default [`MountOptions::threads`]: more of a readahead window's requests
+/// (up to 16 of 1 MiB in 16 MiB) served at once, since a request thread
+/// spends most of a cold read waiting for the disk.
 pub const DEFAULT_THREADS: usize = 8;
 
 struct NotifierCache(Notifier);

@@ -45,7 +45,7 @@ pub struct MountArgs {
     /// Write the tables and every run's raw figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Extra arguments for `hsfs mount`, e.g. "--threads 8".
+    /// Extra arguments for `hsfs mount`, e.g. "--threads 16".
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     hsfs_args: String,
     /// Extra arguments for `hsfs init`, e.g. "--journal-mib 0".

@@ -65,7 +65,7 @@ pub struct ScaleArgs {
     /// Write the tables as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Extra arguments for `hsfs mount`, e.g. "--threads 8".
+    /// Extra arguments for `hsfs mount`, e.g. "--threads 16".
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     hsfs_args: String,
 }
