@@ -25,6 +25,22 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Waits for `child` to die of SIGABRT (an armed abort failpoint calls
+/// `abort()`). The child stays in its slot until it exited, so a timeout
+/// (a panic) still kills it on drop instead of leaking the process.
+fn wait_abort(child: &mut Option<Child>, timeout: Duration, what: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let c = child.as_mut().expect("running");
+    let mut status = None;
+    wait_until(timeout, &format!("{what} to exit"), || {
+        status = c.try_wait().expect("waiting for a child process");
+        status.is_some()
+    });
+    let status = status.expect("exited");
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{what}: {status}");
+    *child = None;
+}
+
 /// `hsfs status --json STATE`.
 #[must_use]
 pub fn status(state: &Path) -> Value {
@@ -102,15 +118,9 @@ impl LeaderProc {
         }
     }
 
-    /// Waits for the process to exit by itself (an armed abort failpoint).
+    /// Waits for the process to abort by itself (an armed abort failpoint).
     pub fn wait_exit(&mut self, timeout: Duration) {
-        // The child stays in `self` until it exited, so a timeout (a
-        // panic) still kills it on drop instead of leaking the process.
-        let c = self.child.as_mut().expect("running");
-        wait_until(timeout, "the leader process to exit", || {
-            c.try_wait().ok().flatten().is_some()
-        });
-        self.child = None;
+        wait_abort(&mut self.child, timeout, "the leader process");
     }
 
     /// Its status.
@@ -270,16 +280,10 @@ impl WorkerProc {
         self.clear_mount();
     }
 
-    /// Waits for the process to exit by itself (an armed abort failpoint),
+    /// Waits for the process to abort by itself (an armed abort failpoint),
     /// then clears the dead mount.
     pub fn wait_exit(&mut self, timeout: Duration) {
-        // The child stays in `self` until it exited, so a timeout (a
-        // panic) still kills it on drop instead of leaking the process.
-        let c = self.child.as_mut().expect("running");
-        wait_until(timeout, "the worker process to exit", || {
-            c.try_wait().ok().flatten().is_some()
-        });
-        self.child = None;
+        wait_abort(&mut self.child, timeout, "the worker process");
         self.clear_mount();
     }
 

@@ -122,7 +122,6 @@ fn scale_bench_runs_and_reports_every_target() {
     assert_eq!(rows.len(), 8, "{summary:#}");
     for r in rows {
         assert!(r["measured"].is_number(), "no figure: {r}");
-        assert!(r["met"] == "yes" || r["met"] == "NO", "no verdict: {r}");
     }
     // Size-bound targets may miss at this tiny scale; deduplication may
     // not: identical files share every chunk at any size.

@@ -960,7 +960,8 @@ fn fsx_random_ops_several_seeds() {
     let mut failures = Vec::new();
     // Every fsx has finished before any assertion (a panic here must not
     // leave fsx processes running on the mount while it is torn down).
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    let results: Vec<_> = joined.into_iter().map(Result::unwrap).collect();
     for (seed, file, reference, out, ref_out, took) in results {
         eprintln!("fsx seed {seed}: {ops} ops on the mount in {took:.1?}");
         assert!(

@@ -80,20 +80,25 @@ pub fn us(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e8).round() / 100.0
 }
 
-/// Runs `cmd` to completion: how long it took, and its output. Failing to
-/// start it or a non-zero exit is an error naming `what`, with its stderr.
-pub fn timed_output(cmd: &mut Command, what: &str) -> anyhow::Result<(Duration, Output)> {
+/// Runs `cmd` to completion and returns its output. Failing to start it
+/// or a non-zero exit is an error naming `what`, with its stderr.
+pub fn checked_output(cmd: &mut Command, what: &str) -> anyhow::Result<Output> {
     use anyhow::Context;
-    let t = Instant::now();
     let out = cmd.output().with_context(|| format!("running {what}"))?;
-    let d = t.elapsed();
     anyhow::ensure!(
         out.status.success(),
         "{what} failed ({}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok((d, out))
+    Ok(out)
+}
+
+/// [`checked_output`], and how long the command took.
+pub fn timed_output(cmd: &mut Command, what: &str) -> anyhow::Result<(Duration, Output)> {
+    let t = Instant::now();
+    let out = checked_output(cmd, what)?;
+    Ok((t.elapsed(), out))
 }
 
 /// `VmRSS` of process `pid`, in MiB.

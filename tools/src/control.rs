@@ -84,9 +84,17 @@ impl Drop for Server {
         // path would not do when the path is gone, e.g. the state
         // directory was removed under a running process.)
         // SAFETY: shutdown(2) on a socket descriptor this struct owns.
-        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
+            // The loop cannot be woken: leave it blocked in accept (it ends
+            // with the process) rather than hang here.
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(error = %e, "cannot stop the control socket's accept loop");
+            self.thread = None;
+        }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the control socket's thread panicked");
         }
         let _ = std::fs::remove_file(&self.path);
     }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
+use crate::bench::mount::targets::hsfs_bin;
 use crate::bench::populate::data;
 use crate::bench::{Samples, Table, fdatasync_floor, us};
 
@@ -28,12 +29,6 @@ pub struct ClusterArgs {
     pub catch_up_ops: u64,
     /// Files each writer creates in the throughput figure.
     pub files_per_writer: usize,
-}
-
-/// The `hsfs` binary next to this one (an error if it is not there: a
-/// figure of some other build must not be reported).
-fn hsfs() -> Result<PathBuf> {
-    super::mount::targets::hsfs_bin()
 }
 
 /// A child process stopped (SIGTERM, then wait) on drop.
@@ -94,12 +89,12 @@ impl Drop for Proc {
 
 fn run(cmd: &mut Command) -> Result<String> {
     let what = format!("{cmd:?}");
-    let (_, out) = crate::bench::timed_output(cmd, &what)?;
+    let out = crate::bench::checked_output(cmd, &what)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn status(state: &Path) -> Result<Value> {
-    Ok(serde_json::from_str(&run(Command::new(hsfs()?)
+    Ok(serde_json::from_str(&run(Command::new(hsfs_bin()?)
         .args(["status", "--json"])
         .arg(state))?)?)
 }
@@ -115,7 +110,7 @@ struct Cluster {
 impl Cluster {
     fn new(dir: &Path) -> Result<Cluster> {
         let leader_state = dir.join("leader");
-        run(Command::new(hsfs()?)
+        run(Command::new(hsfs_bin()?)
             .args(["init", "--mode", "1777"])
             .arg(&leader_state))?;
         let mut c = Cluster {
@@ -131,7 +126,7 @@ impl Cluster {
 
     fn start_leader(&mut self) -> Result<()> {
         let (p, line) = Proc::spawn(
-            Command::new(hsfs()?)
+            Command::new(hsfs_bin()?)
                 .arg("leader")
                 .arg(&self.leader_state)
                 .args(["--listen", "127.0.0.1:0"]),
@@ -152,7 +147,7 @@ impl Cluster {
         let i = self.workers.len();
         let name = format!("w{i}");
         let bundle = self.dir.join(format!("{name}.bundle"));
-        run(Command::new(hsfs()?)
+        run(Command::new(hsfs_bin()?)
             .args(["join", "--name", &name, "--out"])
             .arg(&bundle)
             .arg(&self.leader_state))?;
@@ -160,7 +155,7 @@ impl Cluster {
         let mnt = self.dir.join(format!("mnt-{name}"));
         std::fs::create_dir_all(&mnt)?;
         let (mut p, _) = Proc::spawn(
-            Command::new(hsfs()?)
+            Command::new(hsfs_bin()?)
                 .arg("mount")
                 .arg(&state)
                 .arg(&mnt)
@@ -235,13 +230,13 @@ pub fn run_all(args: &ClusterArgs) -> Result<Vec<Table>> {
     // Baselines: the disk's fdatasync floor and the embedded mount.
     let floor = fdatasync_floor(dir, 1000)?;
     let embedded_state = dir.join("embedded");
-    run(Command::new(hsfs()?)
+    run(Command::new(hsfs_bin()?)
         .args(["init", "--mode", "1777"])
         .arg(&embedded_state))?;
     let emb_mnt = dir.join("mnt-embedded");
     std::fs::create_dir_all(&emb_mnt)?;
     let (mut emb, _) = Proc::spawn(
-        Command::new(hsfs()?)
+        Command::new(hsfs_bin()?)
             .arg("mount")
             .arg(&embedded_state)
             .arg(&emb_mnt),
@@ -457,7 +452,7 @@ pub fn run_all(args: &ClusterArgs) -> Result<Vec<Table>> {
     let start = Instant::now();
     let bundle = c.dir.join("w7.bundle");
     let (mut p, _) = Proc::spawn(
-        Command::new(hsfs()?)
+        Command::new(hsfs_bin()?)
             .arg("mount")
             .arg(&state_c)
             .arg(&mnt_c)

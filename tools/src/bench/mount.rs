@@ -336,13 +336,21 @@ pub struct GroupRun {
     pub outcomes: Vec<Outcome>,
     /// Store bytes before, after the workloads, after removing their files.
     pub store: Option<[u64; 3]>,
-    /// Removing the workload's files failed.
-    pub cleanup_error: Option<String>,
+    /// What failed around the workloads: removing their files, measuring
+    /// the store.
+    pub errors: Vec<String>,
 }
 
 fn run_one(group: &Group, run: usize, t: &mut Target, env: &Env) -> GroupRun {
     let dir = t.root.join(format!("{}-r{run}", group.name));
-    let before = t.store_bytes();
+    let mut errors = Vec::new();
+    let mut store_bytes = |t: &Target| {
+        t.store_bytes()
+            .map_err(|e| errors.push(format!("{e:#}")))
+            .ok()
+            .flatten()
+    };
+    let before = store_bytes(t);
     let alive = t.alive();
     let mut cx = Ctx {
         dir: dir.clone(),
@@ -368,23 +376,22 @@ fn run_one(group: &Group, run: usize, t: &mut Target, env: &Env) -> GroupRun {
             });
         }
     }
-    let after = t.store_bytes();
+    let after = store_bytes(t);
     // A dead mount has nothing left to clean (its failure is reported).
-    let cleanup_error = match t.alive() {
-        Ok(()) => remove_tree(&dir).err().map(|e| format!("{e:#}")),
+    let cleanup = match t.alive() {
+        Ok(()) => remove_tree(&dir).err(),
         Err(_) => None,
     };
-    if let Some(e) = &cleanup_error {
-        eprintln!("    cleanup of {} FAILED: {e}", dir.display());
+    let cleaned = store_bytes(t);
+    errors.extend(cleanup.map(|e| format!("cleanup: {e:#}")));
+    let store = before.zip(after).zip(cleaned).map(|((b, a), c)| [b, a, c]);
+    for e in &errors {
+        eprintln!("    {} FAILED: {e}", dir.display());
     }
-    let store = before
-        .zip(after)
-        .zip(t.store_bytes())
-        .map(|((b, a), c)| [b, a, c]);
     GroupRun {
         outcomes,
         store,
-        cleanup_error,
+        errors,
     }
 }
 

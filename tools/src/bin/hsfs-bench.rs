@@ -233,6 +233,11 @@ fn latency(dir: &Path, tables: &mut Vec<Table>) -> Result<()> {
         &inline.writes,
     );
     row(&mut t, "fsync after the write (barrier)", &handed.fsyncs);
+    row(
+        &mut t,
+        "  same, committed on the caller's thread when idle",
+        &inline.fsyncs,
+    );
     tables.push(t);
     Ok(())
 }

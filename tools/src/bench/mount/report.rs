@@ -77,7 +77,7 @@ pub struct Report {
     cells: HashMap<(&'static str, usize), Cell>,
     store: Vec<StoreRow>,
     raw: Vec<Value>,
-    cleanup_failures: Vec<String>,
+    run_failures: Vec<String>,
 }
 
 impl Report {
@@ -103,7 +103,7 @@ impl Report {
             cells: HashMap::new(),
             store: Vec::new(),
             raw: Vec::new(),
-            cleanup_failures: Vec::new(),
+            run_failures: Vec::new(),
         }
     }
 
@@ -145,8 +145,8 @@ impl Report {
             }
             self.raw.push(raw);
         }
-        if let Some(e) = g.cleanup_error {
-            self.cleanup_failures
+        for e in g.errors {
+            self.run_failures
                 .push(format!("{target}, {} run {}: {e}", group.name, run + 1));
         }
         if let Some(bytes) = g.store {
@@ -159,10 +159,11 @@ impl Report {
         }
     }
 
-    /// Failed (workload, target) pairs and failed cleanups.
+    /// Failed (workload, target) pairs and failures around group runs
+    /// (cleanup, store size).
     #[must_use]
     pub fn failures(&self) -> usize {
-        self.cells.values().filter(|c| !c.errors.is_empty()).count() + self.cleanup_failures.len()
+        self.cells.values().filter(|c| !c.errors.is_empty()).count() + self.run_failures.len()
     }
 
     fn target_index(&self, name: &str) -> Option<usize> {
@@ -375,7 +376,7 @@ impl Report {
                         Some(format!("{} on {target}: {e}", s.name))
                     })
             })
-            .chain(self.cleanup_failures.iter().cloned())
+            .chain(self.run_failures.iter().cloned())
             .collect();
         if !failed.is_empty() {
             println!("\n## FAILED");
@@ -397,7 +398,7 @@ impl Report {
             },
             "tables": self.tables().iter().map(Table::to_json).collect::<Vec<_>>(),
             "runs": self.raw,
-            "cleanup_failures": self.cleanup_failures,
+            "run_failures": self.run_failures,
             "failures": self.failures(),
         })
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use tempfile::TempDir;
 
+use crate::bench::checked_output;
 use crate::checks::{is_mount_point, unescape_mount};
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -41,13 +42,15 @@ impl Target {
     }
 
     /// Disk usage of the hsfs store (allocated bytes under STATE/db, as
-    /// `du` counts them: fjall preallocates its journals sparsely).
-    #[must_use]
-    pub fn store_bytes(&self) -> Option<u64> {
-        let db = self.state.as_ref()?.join("db");
-        tree_usage(&db)
-            .map_err(|e| eprintln!("    store size of {}: {e:#}", db.display()))
-            .ok()
+    /// `du` counts them: fjall preallocates its journals sparsely); `None`
+    /// for a target without a store.
+    pub fn store_bytes(&self) -> Result<Option<u64>> {
+        let Some(state) = &self.state else {
+            return Ok(None);
+        };
+        let db = state.join("db");
+        let bytes = tree_usage(&db).with_context(|| format!("store size of {}", db.display()))?;
+        Ok(Some(bytes))
     }
 
     /// Fails when the serving process has exited.
@@ -141,27 +144,18 @@ fn build_passthrough() -> Result<PathBuf> {
     for name in ["passthrough_ll.c", "passthrough_helpers.h"] {
         copy_example(name, &dir)?;
     }
-    let flags = Command::new("pkg-config")
-        .args(["fuse3", "--cflags", "--libs"])
-        .output()
-        .with_context(|| format!("running pkg-config (missing? {SETUP_HINT})"))?;
-    ensure!(
-        flags.status.success(),
-        "pkg-config fuse3 failed (libfuse3-dev missing? {SETUP_HINT}): {}",
-        String::from_utf8_lossy(&flags.stderr)
-    );
+    let flags = checked_output(
+        Command::new("pkg-config").args(["fuse3", "--cflags", "--libs"]),
+        &format!("pkg-config fuse3 (libfuse3-dev missing? {SETUP_HINT})"),
+    )?;
     let flags = String::from_utf8(flags.stdout)?;
-    let out = Command::new("gcc")
-        .current_dir(&dir)
-        .args(["-O2", "-Wall", "passthrough_ll.c", "-o", "passthrough_ll"])
-        .args(flags.split_whitespace())
-        .output()
-        .with_context(|| format!("running gcc (missing? {SETUP_HINT})"))?;
-    ensure!(
-        out.status.success(),
-        "building passthrough_ll failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    checked_output(
+        Command::new("gcc")
+            .current_dir(&dir)
+            .args(["-O2", "-Wall", "passthrough_ll.c", "-o", "passthrough_ll"])
+            .args(flags.split_whitespace()),
+        &format!("gcc building passthrough_ll (missing? {SETUP_HINT})"),
+    )?;
     Ok(dir.join("passthrough_ll"))
 }
 
@@ -199,8 +193,10 @@ fn copy_example(name: &str, to: &Path) -> Result<()> {
     if src.exists() {
         std::fs::copy(&src, to.join(name))?;
     } else if gz.exists() {
-        let out = Command::new("gzip").arg("-dc").arg(&gz).output()?;
-        ensure!(out.status.success(), "gzip -dc {} failed", gz.display());
+        let out = checked_output(
+            Command::new("gzip").arg("-dc").arg(&gz),
+            &format!("gzip -dc {}", gz.display()),
+        )?;
         std::fs::write(to.join(name), out.stdout)?;
     } else {
         bail!(
@@ -227,16 +223,13 @@ fn hsfs(scratch: &Path, init_args: &str, extra: &str) -> Result<Target> {
     let state = scratch.join("hsfs-state");
     let mnt = scratch.join("hsfs-mnt");
     std::fs::create_dir(&mnt)?;
-    let init = Command::new(hsfs_bin()?)
-        .arg("init")
-        .arg(&state)
-        .args(init_args.split_whitespace())
-        .output()?;
-    ensure!(
-        init.status.success(),
-        "hsfs init failed: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    checked_output(
+        Command::new(hsfs_bin()?)
+            .arg("init")
+            .arg(&state)
+            .args(init_args.split_whitespace()),
+        "hsfs init",
+    )?;
     let mount = Mount::hsfs(&state, &mnt, extra, &scratch.join("hsfs.log"))?;
     Ok(Target {
         name: "hsfs",
@@ -490,8 +483,9 @@ fn tree_sum(dir: &Path, size: &dyn Fn(&std::fs::Metadata) -> u64) -> std::io::Re
         let e = e?;
         match e.metadata() {
             Ok(m) if m.is_dir() => match tree_sum(&e.path(), size) {
+                Ok(n) => sum += n,
                 Err(err) if gone(&err) => {}
-                r => sum += r?,
+                Err(err) => return Err(err),
             },
             Ok(m) if m.is_file() => sum += size(&m),
             Ok(_) => {}
