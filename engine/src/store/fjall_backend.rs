@@ -38,8 +38,9 @@ pub struct FjallOptions {
     /// fjall's journal is bounded to this size: past it, the oldest
     /// memtables are flushed so their journal files can go. Opening the
     /// store replays what the journal holds, so this bounds the open time
-    /// (`hsfs-bench scale`'s mount of 1M files: 1.66 to 1.94 s with
-    /// 256 MiB, 0.42 s with 64 MiB; docs/PERFORMANCE.md).
+    /// (`hsfs-bench scale`'s mount of 1M files took 0.42 s with 64 MiB,
+    /// 1.66 to 1.94 s with 256 MiB in earlier invocations; see
+    /// docs/PERFORMANCE.md, "Scale, memory and space").
     pub journal_bytes: u64,
 }
 
