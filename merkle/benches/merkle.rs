@@ -22,6 +22,18 @@ fn bench(c: &mut Criterion) {
             t.root(&store).unwrap()
         })
     });
+    // What a commit does per batch: several records, one root per op, and
+    // the changed branches handed over for the store's write batch.
+    c.bench_function("merkle/batch_of_8_updates_with_writes_100k", |b| {
+        b.iter(|| {
+            for _ in 0..8 {
+                v += 1;
+                t.insert(&store, &h(v % 100_000), &h(v)).unwrap();
+                t.root(&store).unwrap();
+            }
+            store.apply(t.take_writes());
+        })
+    });
     c.bench_function("merkle/prove_100k", |b| {
         t.root(&store).unwrap();
         b.iter(|| t.prove(&store, &h(v % 100_000)).unwrap())

@@ -241,8 +241,16 @@ impl Trie {
     /// Call [`Trie::root`] first so every hash is current.
     pub fn take_writes(&mut self) -> Vec<(NodePath, Option<Branch>)> {
         assert!(self.stale.is_empty(), "take_writes before root()");
-        let mut out: Vec<_> = self.pending.drain().collect();
-        out.sort_by_key(|(p, _)| *p);
+        // Sort the positions, not the (position, branch) pairs: a branch is
+        // over a kilobyte, and moving those around was 6% of the commit
+        // thread's CPU when 8 processes created files (perf, by hand).
+        let mut paths: Vec<NodePath> = self.pending.keys().copied().collect();
+        paths.sort_unstable();
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            let b = self.pending.remove(&p).expect("a pending path");
+            out.push((p, b));
+        }
         for (p, b) in &out {
             match b {
                 Some(b) if p.depth() <= self.cache_depth => {
