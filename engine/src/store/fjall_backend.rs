@@ -200,7 +200,16 @@ struct RunBlobs {
     dir: Option<PathBuf>,
     before: std::collections::BTreeSet<std::ffi::OsString>,
     open: Vec<(std::ffi::OsString, std::fs::File)>,
+    /// Writeback starts since the folder was last listed.
+    since_listing: usize,
 }
+
+/// Writeback starts between two listings of the blob folder once the run's
+/// first file is open: listing it at every step (it holds a file per
+/// ingested run until compaction merges them) was 2.6% of the mount's CPU
+/// during a sequential write (perf, by hand). A run rarely spans two blob
+/// files; a second one is paced from its next listing and synced in full.
+const LISTING_EVERY: usize = 8;
 
 impl RunBlobs {
     fn new(dir: PathBuf) -> RunBlobs {
@@ -208,6 +217,7 @@ impl RunBlobs {
             dir: None,
             before: Default::default(),
             open: Vec::new(),
+            since_listing: 0,
         };
         match blob_files(&dir) {
             Ok(before) => {
@@ -247,7 +257,11 @@ impl RunBlobs {
 
     /// Starts writing what the run has written so far.
     fn start_writeback(&mut self) {
-        self.refresh();
+        self.since_listing += 1;
+        if self.open.is_empty() || self.since_listing >= LISTING_EVERY {
+            self.since_listing = 0;
+            self.refresh();
+        }
         for (_, f) in &self.open {
             crate::util::start_writeback(f);
         }
