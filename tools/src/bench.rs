@@ -117,6 +117,34 @@ pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
+/// CPU time (user + system, all threads, live and exited) process `pid`
+/// has used so far, in seconds; the kernel counts it in clock ticks (10 ms
+/// on common kernels).
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    use anyhow::Context;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces:
+    // count the fields after its closing one, starting at field 3.
+    let rest = stat
+        .rsplit_once(')')
+        .with_context(|| format!("no command name in /proc/{pid}/stat"))?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> anyhow::Result<f64> {
+        let v = fields
+            .get(n - 3)
+            .with_context(|| format!("/proc/{pid}/stat has no field {n}"))?;
+        Ok(v.parse::<u64>()
+            .with_context(|| format!("/proc/{pid}/stat field {n}: {v:?}"))? as f64)
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    anyhow::ensure!(ticks > 0, "sysconf(_SC_CLK_TCK) failed");
+    // utime (14) + stime (15).
+    Ok((field(14)? + field(15)?) / ticks as f64)
+}
+
 /// A figure for a table: integers from 100 up, two decimals below.
 #[must_use]
 pub fn num(x: f64) -> Value {
@@ -237,5 +265,34 @@ impl Table {
     #[must_use]
     pub fn to_json(&self) -> Value {
         json!({"title": self.title, "rows": self.json})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn cpu_seconds_reads_this_process_and_grows_while_it_computes() {
+        let pid = std::process::id();
+        let start = super::cpu_seconds(pid).unwrap();
+        assert!(start.is_finite() && start >= 0.0);
+        // Compute until the kernel has counted at least two more ticks.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut x = 0u64;
+        let grown = loop {
+            for i in 0..1_000_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            let now = super::cpu_seconds(pid).unwrap();
+            if now >= start + 0.02 {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+        };
+        assert!(grown, "CPU time did not grow in 30 s of computing");
+        assert!(super::cpu_seconds(u32::MAX).is_err(), "no such process");
     }
 }

@@ -170,6 +170,9 @@ pub struct Ctx<'a> {
     run: usize,
     target: &'a Target,
     outcomes: Vec<Outcome>,
+    /// The serving process's CPU seconds when the current workload began
+    /// (the previous one's end).
+    cpu_mark: Option<f64>,
 }
 
 impl Ctx<'_> {
@@ -184,15 +187,20 @@ impl Ctx<'_> {
         fnv ^ ((self.run as u64 + 1) << 48)
     }
 
-    /// Records a workload's outcome with the target process's RSS; a
-    /// failure stops the group (later workloads depend on this one).
+    /// Records a workload's outcome with the target process's RSS and the
+    /// CPU time it used since the previous workload ended; a failure stops
+    /// the group (later workloads depend on this one).
     pub fn record(&mut self, name: &'static str, r: Result<Measurement>) -> Result<()> {
         let rss_mib = self.target.rss_mib();
+        let cpu = self.target.cpu_seconds();
+        let cpu_s = cpu.zip(self.cpu_mark).map(|(now, mark)| now - mark);
+        self.cpu_mark = cpu;
         let failed = r.is_err();
         self.outcomes.push(Outcome {
             name,
             result: r.map_err(|e| format!("{e:#}")),
             rss_mib,
+            cpu_s,
         });
         if failed {
             bail!("{name} failed");
@@ -352,12 +360,14 @@ fn run_one(group: &Group, run: usize, t: &mut Target, env: &Env) -> GroupRun {
     };
     let before = store_bytes(t);
     let alive = t.alive();
+    let cpu_mark = t.cpu_seconds();
     let mut cx = Ctx {
         dir: dir.clone(),
         env,
         run,
         target: t,
         outcomes: Vec::new(),
+        cpu_mark,
     };
     let r = alive
         .and_then(|()| std::fs::create_dir(&dir).context("creating the workload dir"))
@@ -373,6 +383,7 @@ fn run_one(group: &Group, run: usize, t: &mut Target, env: &Env) -> GroupRun {
                 name: s.name,
                 result: Err(why.clone()),
                 rss_mib: None,
+                cpu_s: None,
             });
         }
     }

@@ -13,6 +13,9 @@ use crate::bench::{Samples, Table, num, us};
 const PASSTHROUGH: &str = "passthrough_ll";
 const HSFS: &str = "hsfs";
 const MIB: f64 = (1 << 20) as f64;
+/// The kernel counts CPU time in clock ticks (10 ms): a ratio to a
+/// baseline of fewer than ten ticks is not shown.
+const MIN_CPU_FOR_RATIO: f64 = 0.1;
 /// The single-process mutations, each one durable commit (or more) on hsfs.
 const MUTATIONS: &[&str] = &[
     "create",
@@ -31,6 +34,10 @@ pub struct Outcome {
     pub result: Result<Measurement, String>,
     /// RSS of the process serving the target, right after the workload.
     pub rss_mib: Option<f64>,
+    /// CPU seconds the process serving the target used from the end of the
+    /// previous workload (or the group's start) to the end of this one:
+    /// the workload with its checks, and background work either left.
+    pub cpu_s: Option<f64>,
 }
 
 /// Everything one (workload, target) pair measured over the runs.
@@ -40,22 +47,39 @@ struct Cell {
     lat: Samples,
     errors: Vec<String>,
     rss_mib: Option<f64>,
+    /// Server CPU seconds of each successful run.
+    cpu_s: Vec<f64>,
 }
 
 impl Cell {
     fn median(&self) -> Option<f64> {
-        if !self.errors.is_empty() || self.figures.is_empty() {
+        if !self.errors.is_empty() {
             return None;
         }
-        let mut v = self.figures.clone();
-        v.sort_by(f64::total_cmp);
-        let m = v.len() / 2;
-        Some(if v.len() % 2 == 1 {
-            v[m]
-        } else {
-            f64::midpoint(v[m - 1], v[m])
-        })
+        median(&self.figures)
     }
+
+    /// Median server CPU seconds over the runs, when every run has one.
+    fn cpu_median(&self) -> Option<f64> {
+        if !self.errors.is_empty() || self.cpu_s.len() != self.figures.len() {
+            return None;
+        }
+        median(&self.cpu_s)
+    }
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        f64::midpoint(v[m - 1], v[m])
+    })
 }
 
 /// hsfs store size around one group's run.
@@ -124,9 +148,11 @@ impl Report {
             cell.rss_mib = o.rss_mib.or(cell.rss_mib);
             let mut raw = json!({
                 "workload": o.name, "target": target, "run": run + 1, "rss_mib": o.rss_mib,
+                "server_cpu_s": o.cpu_s,
             });
             match o.result {
                 Ok(m) => {
+                    cell.cpu_s.extend(o.cpu_s);
                     raw["figure"] = json!(m.figure);
                     raw["unit"] = json!(spec.unit.label());
                     if !m.lat.is_empty() {
@@ -236,6 +262,8 @@ impl Report {
             "p99 us",
             "/passthrough",
             "RSS MiB",
+            "server CPU ms",
+            "CPU /passthrough",
         ];
         if s.base.is_some() {
             cols.push("/1 process");
@@ -250,9 +278,11 @@ impl Report {
             ),
             &cols,
         );
-        let pt = self
-            .target_index(PASSTHROUGH)
-            .and_then(|i| self.median(s.name, i));
+        let pt_index = self.target_index(PASSTHROUGH);
+        let pt = pt_index.and_then(|i| self.median(s.name, i));
+        let pt_cpu = pt_index
+            .and_then(|i| self.cells.get(&(s.name, i)))
+            .and_then(Cell::cpu_median);
         for (i, (target, _)) in self.targets.iter().enumerate() {
             let Some(cell) = self.cells.get(&(s.name, i)) else {
                 continue;
@@ -272,6 +302,13 @@ impl Report {
                 ],
             };
             values.push(("rss_mib", cell.rss_mib.map_or_else(dash, num)));
+            let cpu = cell.cpu_median();
+            values.push(("server_cpu_ms", cpu.map_or_else(dash, |c| num(c * 1e3))));
+            let cpu_ratio = cpu
+                .zip(pt_cpu)
+                .filter(|&(_, p)| p >= MIN_CPU_FOR_RATIO)
+                .map_or_else(dash, |(c, p)| json!(c / p));
+            values.push(("cpu_vs_passthrough", cpu_ratio));
             if let Some(base) = s.base {
                 let ratio = cell
                     .median()

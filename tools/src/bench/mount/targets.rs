@@ -41,6 +41,16 @@ impl Target {
             .ok()
     }
 
+    /// CPU seconds the process serving the target has used so far (`None`
+    /// without one; a failed read is reported on stderr and shows as "-").
+    #[must_use]
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let m = self.mount.as_ref()?;
+        m.cpu_seconds()
+            .map_err(|e| eprintln!("    CPU time of {}: {e:#}", self.name))
+            .ok()
+    }
+
     /// Disk usage of the hsfs store (allocated bytes under STATE/db, as
     /// `du` counts them: fjall preallocates its journals sparsely); `None`
     /// for a target without a store.
@@ -313,6 +323,11 @@ impl Mount {
     /// VmRSS of the server process, in MiB.
     pub fn rss_mib(&self) -> Result<f64> {
         crate::bench::rss_mib(self.child.id())
+    }
+
+    /// CPU seconds the server process has used so far.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        crate::bench::cpu_seconds(self.child.id())
     }
 
     /// Stops the server; fails unless it exits cleanly and leaves nothing
