@@ -1,9 +1,11 @@
 //! The leader's commit pipeline: group commit of intents into the op log.
 //!
-//! One thread owns the engine's writer. It takes the next intent, gathers
-//! whatever else is queued (up to `max_ops` / `max_bytes`), applies each in
-//! one transaction, writes the batch with ONE durable journal sync, runs
-//! the engine's listeners and only then completes every intent of the batch.
+//! One thread owns the engine's writer. It takes the next intent and
+//! gathers whatever else is queued (up to `max_ops` / `max_bytes`) into one
+//! transaction, applying each intent as it is gathered (the first ones are
+//! applied while the batch still waits for the others), writes the batch
+//! with ONE durable journal sync, runs the engine's listeners and only then
+//! completes every intent of the batch.
 //!
 //! Batching never adds latency to a lone writer: with nothing else queued
 //! the batch is written at once. When the previous batch held several
@@ -26,7 +28,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::Mutex;
 
 use crate::apply::Fail;
@@ -222,7 +224,7 @@ impl Committer {
             && let Some(mut p) = self.pipeline.as_ref().and_then(|p| p.try_lock())
             && p.last_batch <= 1
         {
-            let replies = p.process(vec![sub], bytes);
+            let replies = p.process(sub, &mut |_| None);
             let crashed = p.crashed;
             drop(p);
             answer(&self.pending, &self.stats, replies, crashed);
@@ -306,6 +308,17 @@ struct Pipeline {
 /// Outcome of applying one submission inside a batch.
 type Reply = (Done, Result<Ack, Errno>);
 
+/// What an open batch holds so far, for the gathering policy.
+#[derive(Default)]
+struct Gathered {
+    /// Submissions handed over.
+    count: usize,
+    /// Their payload bytes (with a per-intent allowance).
+    bytes: usize,
+    /// The last one is an fsync barrier: the batch ends with it.
+    barrier: bool,
+}
+
 /// Answers a processed batch and counts it out of `pending`. A simulated
 /// crash drops the callbacks unanswered.
 fn answer(pending: &AtomicUsize, stats: &CommitStats, replies: Vec<Reply>, crashed: bool) {
@@ -328,31 +341,21 @@ impl Pipeline {
             // finds it taken queues, and joins this batch.
             let mut p = shared.lock();
             let config = p.config.clone();
-            let mut batch = vec![first];
-            let mut bytes = batch[0].bytes;
             let deadline = Instant::now() + config.window;
             let target = p.last_batch.min(config.max_ops);
-            while batch.len() < config.max_ops
-                && bytes < config.max_bytes
-                && !matches!(batch.last().expect("non-empty").intent.op, Op::Fsync { .. })
-            {
-                let next = match rx.try_recv() {
-                    Ok(s) => s,
-                    Err(TryRecvError::Disconnected) => break,
-                    Err(TryRecvError::Empty) if batch.len() >= target => break,
-                    Err(TryRecvError::Empty) => match rx.recv_deadline(deadline) {
-                        Ok(s) => s,
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    },
-                };
-                bytes += next.bytes;
-                batch.push(next);
-            }
-            if matches!(batch.last().expect("non-empty").intent.op, Op::Fsync { .. }) {
-                p.stats.barrier_flushes.fetch_add(1, Ordering::Relaxed);
-            }
-            p.last_batch = batch.len();
-            let replies = p.process(batch, bytes);
+            let mut more = |g: &Gathered| -> Option<Submission> {
+                if g.count >= config.max_ops || g.bytes >= config.max_bytes || g.barrier {
+                    return None;
+                }
+                match rx.try_recv() {
+                    Ok(s) => Some(s),
+                    Err(TryRecvError::Disconnected) => None,
+                    Err(TryRecvError::Empty) if g.count >= target => None,
+                    Err(TryRecvError::Empty) => rx.recv_deadline(deadline).ok(),
+                }
+            };
+            let replies = p.process(first, &mut more);
+            p.last_batch = replies.len();
             // A simulated crash (process death) drops the callbacks
             // unanswered; `process` refuses everything that follows.
             let crashed = p.crashed;
@@ -362,67 +365,81 @@ impl Pipeline {
         }
     }
 
-    fn fail_all(batch: Vec<Submission>, e: Errno) -> Vec<Reply> {
-        batch.into_iter().map(|s| (s.done, Err(e))).collect()
-    }
-
-    fn process(&mut self, batch: Vec<Submission>, bytes: usize) -> Vec<Reply> {
-        if self.crashed {
-            return Self::fail_all(batch, Errno::EIO);
+    /// Commits one batch: `first`, then each submission `more` hands over
+    /// while the batch is open (`None` closes it). Each intent is applied
+    /// as soon as it is handed over, so the intents that arrive first are
+    /// applied while the batch waits for the others: with several writers
+    /// the batch's apply work overlaps their turnaround instead of
+    /// following it. Every submission handed over gets exactly one reply.
+    fn process(
+        &mut self,
+        first: Submission,
+        more: &mut dyn FnMut(&Gathered) -> Option<Submission>,
+    ) -> Vec<Reply> {
+        if self.crashed || self.engine.is_poisoned() {
+            return vec![(first.done, Err(Errno::EIO))];
         }
-        if self.engine.is_poisoned() {
-            return Self::fail_all(batch, Errno::EIO);
-        }
-        // Refuse before writing anything when the disk is nearly full, so
-        // the store never hits ENOSPC half way through a journal write.
-        if let Some(free) = self.engine.backend().free_space()
-            && free < self.config.reserve_bytes + 2 * bytes as u64
-        {
-            tracing::warn!(
-                free,
-                reserve = self.config.reserve_bytes,
-                "store filesystem full: refusing commits"
-            );
-            return Self::fail_all(batch, Errno::ENOSPC);
-        }
+        // Free space, read once per batch: intents that would take the
+        // store's filesystem below the reserve are refused before anything
+        // is written, so the store never hits ENOSPC half way through a
+        // journal write.
+        let free = self.engine.backend().free_space();
         let engine = self.engine.clone();
         let mut b = match engine.batch() {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start a batch");
-                return Self::fail_all(batch, e.errno());
+                return vec![(first.done, Err(e.errno()))];
             }
         };
         let fp = engine.failpoints();
-        let mut replies = Vec::with_capacity(batch.len());
-        for sub in batch {
-            if fp.hit("commit.before_apply") {
+        let mut replies = Vec::new();
+        let mut g = Gathered::default();
+        let mut next = Some(first);
+        while let Some(sub) = next.take() {
+            g.count += 1;
+            g.bytes += sub.bytes;
+            g.barrier = matches!(sub.intent.op, Op::Fsync { .. });
+            if let Some(free) = free
+                && free < self.config.reserve_bytes + 2 * g.bytes as u64
+            {
+                tracing::warn!(
+                    free,
+                    reserve = self.config.reserve_bytes,
+                    "store filesystem full: refusing commits"
+                );
+                replies.push((sub.done, Err(Errno::ENOSPC)));
+            } else if fp.hit("commit.before_apply") {
                 self.crashed = true;
                 replies.push((sub.done, Err(Errno::EIO)));
-                continue;
-            }
-            if self.crashed {
-                replies.push((sub.done, Err(Errno::EIO)));
-                continue;
-            }
-            match self.commit_one(&mut b, &sub) {
-                Ok(r) => replies.push((sub.done, r)),
-                Err(fatal) => {
-                    tracing::error!(error = %fatal, "batch abandoned");
-                    replies.push((sub.done, Err(Errno::EIO)));
-                    drop(b);
-                    return replies
-                        .into_iter()
-                        .map(|(d, _)| (d, Err(Errno::EIO)))
-                        .collect();
+            } else {
+                match self.commit_one(&mut b, &sub) {
+                    Ok(r) => replies.push((sub.done, r)),
+                    Err(fatal) => {
+                        tracing::error!(error = %fatal, "batch abandoned");
+                        replies.push((sub.done, Err(Errno::EIO)));
+                        drop(b);
+                        return replies
+                            .into_iter()
+                            .map(|(d, _)| (d, Err(Errno::EIO)))
+                            .collect();
+                    }
+                }
+                if fp.hit("commit.after_apply") {
+                    self.crashed = true;
                 }
             }
-            if fp.hit("commit.after_apply") {
-                self.crashed = true;
+            // After a simulated crash nothing more is gathered: what is
+            // still queued is refused by the next batch.
+            if !self.crashed {
+                next = more(&g);
             }
         }
         if self.crashed {
             return replies;
+        }
+        if g.barrier {
+            self.stats.barrier_flushes.fetch_add(1, Ordering::Relaxed);
         }
         let entries_in_batch = b.len() as u64;
         match b.finish(true) {

@@ -906,3 +906,109 @@ fn inline_when_idle_commits_on_the_caller() {
     assert_eq!(h.engine.readdir(R, None, 1000).unwrap().len(), 401);
     h.fsck();
 }
+
+/// While a batch waits for more writers, the intents it already gathered
+/// are applied: the first intent of a batch that expects three is applied
+/// (its commit time read) before the other two are even submitted, and
+/// nothing is answered until the batch is written.
+#[test]
+fn a_batch_applies_its_first_intents_while_it_waits_for_more() {
+    use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+    use std::time::Duration;
+
+    use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+    use hsfs_engine::commit::{Clock, CommitConfig, Committer, NoneOpen};
+
+    /// Reports every read; the first read waits until the test opens the
+    /// gate.
+    struct GateClock {
+        reads: Sender<()>,
+        gate: parking_lot::Mutex<Option<Receiver<()>>>,
+        t: AtomicI64,
+    }
+    impl Clock for GateClock {
+        fn now(&self) -> i64 {
+            self.reads.send(()).unwrap();
+            if let Some(gate) = self.gate.lock().take() {
+                gate.recv().unwrap();
+            }
+            self.t.fetch_add(1, Relaxed) + 1
+        }
+    }
+
+    let backend = std::sync::Arc::new(hsfs_engine::store::mem::MemBackend::new());
+    let engine = hsfs_engine::Engine::init(backend, None, WS, (0o755, 0, 0), T0).unwrap();
+    let (reads_tx, reads) = unbounded();
+    let (open_gate, gate) = bounded(1);
+    let clock = std::sync::Arc::new(GateClock {
+        reads: reads_tx,
+        gate: parking_lot::Mutex::new(Some(gate)),
+        t: AtomicI64::new(T0),
+    });
+    let config = CommitConfig {
+        // Far longer than the test waits for anything.
+        window: Duration::from_secs(60),
+        ..CommitConfig::default()
+    };
+    let mut committer =
+        Committer::start(engine.clone(), config, clock, std::sync::Arc::new(NoneOpen));
+    let (answers_tx, answers) = unbounded();
+    let submit = |i: u64| {
+        let it = hsfs_engine::op::Intent {
+            id: hsfs_engine::IntentId {
+                client: hsfs_engine::ClientId([9; 16]),
+                seq: i,
+            },
+            origin: Default::default(),
+            op: Op::Mkdir {
+                parent: R,
+                name: format!("d{i}").into_bytes(),
+                perm: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+        };
+        let tx = answers_tx.clone();
+        committer.submit(
+            it,
+            hsfs_engine::chunks::Payload::none(),
+            Box::new(move |r| tx.send((i, r)).unwrap()),
+        );
+    };
+    let limit = Duration::from_secs(10);
+    // A first batch of three: intent 1 is held in its clock read while
+    // 2 and 3 queue behind it, so the pipeline expects three writers next.
+    submit(1);
+    reads.recv_timeout(limit).expect("intent 1 applied");
+    submit(2);
+    submit(3);
+    open_gate.send(()).unwrap();
+    for _ in 0..3 {
+        let (i, r) = answers.recv_timeout(limit).expect("first batch answered");
+        assert!(r.is_ok(), "intent {i}: {r:?}");
+    }
+    assert_eq!(reads.try_iter().count(), 2, "intents 2 and 3 applied once");
+    // The next batch waits (up to its 60 s window) for three intents; the
+    // first is applied at once.
+    submit(4);
+    reads
+        .recv_timeout(limit)
+        .expect("intent 4 applied while its batch waits for more");
+    assert!(
+        answers.try_recv().is_err(),
+        "answered before the batch was written"
+    );
+    submit(5);
+    submit(6);
+    for _ in 0..3 {
+        let (i, r) = answers.recv_timeout(limit).expect("second batch answered");
+        assert!(r.is_ok(), "intent {i}: {r:?}");
+    }
+    let stats = committer.stats();
+    assert_eq!(stats.batches.load(Relaxed), 2);
+    assert_eq!(stats.entries.load(Relaxed), 6);
+    committer.shutdown();
+    for i in 1..=6 {
+        assert!(engine.lookup(R, format!("d{i}").as_bytes()).is_ok());
+    }
+}
