@@ -31,24 +31,25 @@ pub struct Target {
 }
 
 impl Target {
-    /// VmRSS of the process serving the target, in MiB (`None` without
-    /// one; a failed read is reported on stderr and shows as "-").
-    #[must_use]
-    pub fn rss_mib(&self) -> Option<f64> {
+    /// A figure of the process serving the target (`None` without one; a
+    /// failed read is reported on stderr and shows as "-").
+    fn server_figure(&self, what: &str, read: fn(&Mount) -> Result<f64>) -> Option<f64> {
         let m = self.mount.as_ref()?;
-        m.rss_mib()
-            .map_err(|e| eprintln!("    RSS of {}: {e:#}", self.name))
+        read(m)
+            .map_err(|e| eprintln!("    {what} of {}: {e:#}", self.name))
             .ok()
     }
 
-    /// CPU seconds the process serving the target has used so far (`None`
-    /// without one; a failed read is reported on stderr and shows as "-").
+    /// VmRSS of the process serving the target, in MiB.
+    #[must_use]
+    pub fn rss_mib(&self) -> Option<f64> {
+        self.server_figure("RSS", Mount::rss_mib)
+    }
+
+    /// CPU seconds the process serving the target has used so far.
     #[must_use]
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let m = self.mount.as_ref()?;
-        m.cpu_seconds()
-            .map_err(|e| eprintln!("    CPU time of {}: {e:#}", self.name))
-            .ok()
+        self.server_figure("CPU time", Mount::cpu_seconds)
     }
 
     /// Disk usage of the hsfs store (allocated bytes under STATE/db, as
