@@ -907,108 +907,231 @@ fn inline_when_idle_commits_on_the_caller() {
     h.fsck();
 }
 
+/// A clock that reports every read and, once armed, holds the next read
+/// until the test opens the gate: a test can keep the commit pipeline in
+/// the middle of applying an intent while it queues others.
+struct GateClock {
+    reads: crossbeam_channel::Sender<()>,
+    gate: parking_lot::Mutex<Option<crossbeam_channel::Receiver<()>>>,
+    t: std::sync::atomic::AtomicI64,
+}
+
+impl hsfs_engine::commit::Clock for GateClock {
+    fn now(&self) -> i64 {
+        self.reads.send(()).unwrap();
+        if let Some(gate) = self.gate.lock().take() {
+            gate.recv().unwrap();
+        }
+        self.t.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+}
+
+/// A pipeline over an in-memory store with a [`GateClock`] and a batch
+/// window far longer than any test waits.
+struct Gated {
+    backend: std::sync::Arc<hsfs_engine::store::mem::MemBackend>,
+    engine: hsfs_engine::Engine,
+    committer: hsfs_engine::commit::Committer,
+    clock: std::sync::Arc<GateClock>,
+    reads: crossbeam_channel::Receiver<()>,
+    answers_tx: crossbeam_channel::Sender<(u64, Result<hsfs_engine::op::Ack, Errno>)>,
+    answers: crossbeam_channel::Receiver<(u64, Result<hsfs_engine::op::Ack, Errno>)>,
+}
+
+/// How long a test waits for the pipeline before it fails.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Gated {
+    fn new() -> Gated {
+        let backend = std::sync::Arc::new(hsfs_engine::store::mem::MemBackend::new());
+        let engine =
+            hsfs_engine::Engine::init(backend.clone(), None, WS, (0o755, 0, 0), T0).unwrap();
+        let (reads_tx, reads) = crossbeam_channel::unbounded();
+        let clock = std::sync::Arc::new(GateClock {
+            reads: reads_tx,
+            gate: parking_lot::Mutex::new(None),
+            t: std::sync::atomic::AtomicI64::new(T0),
+        });
+        let config = hsfs_engine::commit::CommitConfig {
+            window: std::time::Duration::from_secs(60),
+            ..Default::default()
+        };
+        let committer = hsfs_engine::commit::Committer::start(
+            engine.clone(),
+            config,
+            clock.clone(),
+            std::sync::Arc::new(hsfs_engine::commit::NoneOpen),
+        );
+        let (answers_tx, answers) = crossbeam_channel::unbounded();
+        Gated {
+            backend,
+            engine,
+            committer,
+            clock,
+            reads,
+            answers_tx,
+            answers,
+        }
+    }
+
+    /// The next clock read waits until the returned sender sends.
+    fn arm(&self) -> crossbeam_channel::Sender<()> {
+        let (open, gate) = crossbeam_channel::bounded(1);
+        *self.clock.gate.lock() = Some(gate);
+        open
+    }
+
+    fn submit(&self, seq: u64, op: Op, payload: hsfs_engine::chunks::Payload) {
+        let it = hsfs_engine::op::Intent {
+            id: hsfs_engine::IntentId {
+                client: hsfs_engine::ClientId([9; 16]),
+                seq,
+            },
+            origin: Default::default(),
+            op,
+        };
+        let tx = self.answers_tx.clone();
+        self.committer
+            .submit(it, payload, Box::new(move |r| tx.send((seq, r)).unwrap()));
+    }
+
+    fn mkdir(&self, seq: u64) {
+        let op = Op::Mkdir {
+            parent: R,
+            name: format!("d{seq}").into_bytes(),
+            perm: 0o755,
+            uid: 0,
+            gid: 0,
+        };
+        self.submit(seq, op, hsfs_engine::chunks::Payload::none());
+    }
+
+    /// Answers to `n` intents, by sequence number.
+    fn answers(
+        &self,
+        n: usize,
+    ) -> std::collections::BTreeMap<u64, Result<hsfs_engine::op::Ack, Errno>> {
+        (0..n)
+            .map(|_| self.answers.recv_timeout(LIMIT).expect("answered"))
+            .collect()
+    }
+
+    /// Makes the pipeline expect batches of three: intent `seq` is held in
+    /// its clock read while `seq + 1` and `seq + 2` queue behind it.
+    fn batches_of_three(&self, seq: u64) {
+        let open = self.arm();
+        self.mkdir(seq);
+        self.reads
+            .recv_timeout(LIMIT)
+            .expect("first intent applied");
+        self.mkdir(seq + 1);
+        self.mkdir(seq + 2);
+        open.send(()).unwrap();
+        for (i, r) in self.answers(3) {
+            assert!(r.is_ok(), "intent {i}: {r:?}");
+        }
+        assert_eq!(
+            self.reads.try_iter().count(),
+            2,
+            "the other two applied once"
+        );
+    }
+}
+
 /// While a batch waits for more writers, the intents it already gathered
 /// are applied: the first intent of a batch that expects three is applied
 /// (its commit time read) before the other two are even submitted, and
 /// nothing is answered until the batch is written.
 #[test]
 fn a_batch_applies_its_first_intents_while_it_waits_for_more() {
-    use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-    use std::time::Duration;
+    use std::sync::atomic::Ordering::Relaxed;
 
-    use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-    use hsfs_engine::commit::{Clock, CommitConfig, Committer, NoneOpen};
-
-    /// Reports every read; the first read waits until the test opens the
-    /// gate.
-    struct GateClock {
-        reads: Sender<()>,
-        gate: parking_lot::Mutex<Option<Receiver<()>>>,
-        t: AtomicI64,
-    }
-    impl Clock for GateClock {
-        fn now(&self) -> i64 {
-            self.reads.send(()).unwrap();
-            if let Some(gate) = self.gate.lock().take() {
-                gate.recv().unwrap();
-            }
-            self.t.fetch_add(1, Relaxed) + 1
-        }
-    }
-
-    let backend = std::sync::Arc::new(hsfs_engine::store::mem::MemBackend::new());
-    let engine = hsfs_engine::Engine::init(backend, None, WS, (0o755, 0, 0), T0).unwrap();
-    let (reads_tx, reads) = unbounded();
-    let (open_gate, gate) = bounded(1);
-    let clock = std::sync::Arc::new(GateClock {
-        reads: reads_tx,
-        gate: parking_lot::Mutex::new(Some(gate)),
-        t: AtomicI64::new(T0),
-    });
-    let config = CommitConfig {
-        // Far longer than the test waits for anything.
-        window: Duration::from_secs(60),
-        ..CommitConfig::default()
-    };
-    let mut committer =
-        Committer::start(engine.clone(), config, clock, std::sync::Arc::new(NoneOpen));
-    let (answers_tx, answers) = unbounded();
-    let submit = |i: u64| {
-        let it = hsfs_engine::op::Intent {
-            id: hsfs_engine::IntentId {
-                client: hsfs_engine::ClientId([9; 16]),
-                seq: i,
-            },
-            origin: Default::default(),
-            op: Op::Mkdir {
-                parent: R,
-                name: format!("d{i}").into_bytes(),
-                perm: 0o755,
-                uid: 0,
-                gid: 0,
-            },
-        };
-        let tx = answers_tx.clone();
-        committer.submit(
-            it,
-            hsfs_engine::chunks::Payload::none(),
-            Box::new(move |r| tx.send((i, r)).unwrap()),
-        );
-    };
-    let limit = Duration::from_secs(10);
-    // A first batch of three: intent 1 is held in its clock read while
-    // 2 and 3 queue behind it, so the pipeline expects three writers next.
-    submit(1);
-    reads.recv_timeout(limit).expect("intent 1 applied");
-    submit(2);
-    submit(3);
-    open_gate.send(()).unwrap();
-    for _ in 0..3 {
-        let (i, r) = answers.recv_timeout(limit).expect("first batch answered");
-        assert!(r.is_ok(), "intent {i}: {r:?}");
-    }
-    assert_eq!(reads.try_iter().count(), 2, "intents 2 and 3 applied once");
+    let mut g = Gated::new();
+    g.batches_of_three(1);
     // The next batch waits (up to its 60 s window) for three intents; the
     // first is applied at once.
-    submit(4);
-    reads
-        .recv_timeout(limit)
+    g.mkdir(4);
+    g.reads
+        .recv_timeout(LIMIT)
         .expect("intent 4 applied while its batch waits for more");
     assert!(
-        answers.try_recv().is_err(),
+        g.answers.try_recv().is_err(),
         "answered before the batch was written"
     );
-    submit(5);
-    submit(6);
-    for _ in 0..3 {
-        let (i, r) = answers.recv_timeout(limit).expect("second batch answered");
+    g.mkdir(5);
+    g.mkdir(6);
+    for (i, r) in g.answers(3) {
         assert!(r.is_ok(), "intent {i}: {r:?}");
     }
-    let stats = committer.stats();
+    let stats = g.committer.stats();
     assert_eq!(stats.batches.load(Relaxed), 2);
     assert_eq!(stats.entries.load(Relaxed), 6);
-    committer.shutdown();
+    g.committer.shutdown();
     for i in 1..=6 {
-        assert!(engine.lookup(R, format!("d{i}").as_bytes()).is_ok());
+        assert!(g.engine.lookup(R, format!("d{i}").as_bytes()).is_ok());
     }
+}
+
+/// The free-space check counts the whole batch: two writes that would each
+/// fit alone do not fit together, so the second is refused with ENOSPC
+/// while the first commits, and nothing of the second is stored.
+#[test]
+fn enospc_counts_the_intents_gathered_before() {
+    let g = Gated::new();
+    g.batches_of_three(1);
+    let reserve = hsfs_engine::commit::CommitConfig::default().reserve_bytes;
+    let (a, pa) = chunked(0, &[b'a'; 1000]);
+    let (b, pb) = chunked(0, &[b'b'; 1000]);
+    // Each write counts its payload plus 64 bytes: either fits alone.
+    let each = 1000 + 64;
+    g.backend.set_faults(hsfs_engine::store::mem::Faults {
+        free_space: Some(reserve + 2 * 2 * each - 1),
+        ..Default::default()
+    });
+    let file = |seq: u64| Op::Create {
+        parent: R,
+        name: format!("f{seq}").into_bytes(),
+        kind: hsfs_engine::FileKind::File,
+        perm: 0o644,
+        uid: 0,
+        gid: 0,
+        excl: true,
+        truncate: false,
+    };
+    // Two files first (a batch of their own, with a third intent).
+    g.submit(10, file(10), hsfs_engine::chunks::Payload::none());
+    g.submit(11, file(11), hsfs_engine::chunks::Payload::none());
+    g.mkdir(12);
+    let inos: Vec<u64> = g
+        .answers(3)
+        .into_iter()
+        .filter(|(i, _)| *i != 12)
+        .map(
+            |(i, r)| match r.unwrap_or_else(|e| panic!("intent {i}: {e}")).result {
+                OpResult::Node { ino, .. } => ino,
+                other => panic!("intent {i}: {other:?}"),
+            },
+        )
+        .collect();
+    g.reads.try_iter().count();
+    // Both writes in one batch: the first is held in apply while the
+    // second queues behind it.
+    let open = g.arm();
+    let write = |ino, chunks| Op::Write {
+        ino,
+        at: hsfs_engine::op::WriteAt::Offset(0),
+        chunks,
+    };
+    g.submit(20, write(inos[0], a), pa);
+    g.reads.recv_timeout(LIMIT).expect("first write applied");
+    g.submit(21, write(inos[1], b), pb);
+    g.mkdir(22);
+    open.send(()).unwrap();
+    let got = g.answers(3);
+    assert!(got[&20].is_ok(), "{:?}", got[&20]);
+    assert_eq!(got[&21].as_ref().unwrap_err(), &Errno::ENOSPC);
+    assert_eq!(got[&22].as_ref().unwrap_err(), &Errno::ENOSPC);
+    assert_eq!(g.engine.getattr(inos[0]).unwrap().size, 1000);
+    assert_eq!(g.engine.getattr(inos[1]).unwrap().size, 0);
+    assert!(!g.engine.is_poisoned());
 }
