@@ -187,9 +187,16 @@ impl Ctx<'_> {
         fnv ^ ((self.run as u64 + 1) << 48)
     }
 
+    /// Starts the next workload's CPU window here: work between two
+    /// workloads (removing the previous one's files) is nobody's.
+    pub fn restart_cpu(&mut self) {
+        self.cpu_mark = self.target.cpu_seconds();
+    }
+
     /// Records a workload's outcome with the target process's RSS and the
-    /// CPU time it used since the previous workload ended; a failure stops
-    /// the group (later workloads depend on this one).
+    /// CPU time it used since the previous workload ended (or
+    /// [`Ctx::restart_cpu`]); a failure stops the group (later workloads
+    /// depend on this one).
     pub fn record(&mut self, name: &'static str, r: Result<Measurement>) -> Result<()> {
         let rss_mib = self.target.rss_mib();
         let cpu = self.target.cpu_seconds();

@@ -131,6 +131,7 @@ fn run(cx: &mut Ctx) -> Result<()> {
         // Keeps the inodes the kernel (and passthrough_ll, one fd each)
         // holds bounded.
         std::fs::remove_dir_all(&dir)?;
+        cx.restart_cpu();
     }
     Ok(())
 }

@@ -35,8 +35,9 @@ pub struct Outcome {
     /// RSS of the process serving the target, right after the workload.
     pub rss_mib: Option<f64>,
     /// CPU seconds the process serving the target used from the end of the
-    /// previous workload (or the group's start) to the end of this one:
-    /// the workload with its checks, and background work either left.
+    /// previous workload (or the group's start, or the cleanup after the
+    /// previous concurrent workload) to the end of this one: the workload
+    /// with its setup and checks, and background work either left.
     pub cpu_s: Option<f64>,
 }
 
