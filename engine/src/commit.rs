@@ -136,7 +136,7 @@ pub struct CommitStats {
     pub entries: AtomicU64,
     /// Intents answered (any outcome).
     pub answered: AtomicU64,
-    /// Batches cut short by an fsync barrier.
+    /// Batches the commit thread closed at an fsync barrier.
     pub barrier_flushes: AtomicU64,
     /// Intents refused with EAGAIN.
     pub rejected: AtomicU64,
@@ -343,8 +343,13 @@ impl Pipeline {
             let config = p.config.clone();
             let deadline = Instant::now() + config.window;
             let target = p.last_batch.min(config.max_ops);
+            let stats = p.stats.clone();
             let mut more = |g: &Gathered| -> Option<Submission> {
-                if g.count >= config.max_ops || g.bytes >= config.max_bytes || g.barrier {
+                if g.barrier {
+                    stats.barrier_flushes.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                if g.count >= config.max_ops || g.bytes >= config.max_bytes {
                     return None;
                 }
                 match rx.try_recv() {
@@ -400,20 +405,12 @@ impl Pipeline {
             g.count += 1;
             g.bytes += sub.bytes;
             g.barrier = matches!(sub.intent.op, Op::Fsync { .. });
-            if let Some(free) = free
-                && free < self.config.reserve_bytes + 2 * g.bytes as u64
-            {
-                tracing::warn!(
-                    free,
-                    reserve = self.config.reserve_bytes,
-                    "store filesystem full: refusing commits"
-                );
-                replies.push((sub.done, Err(Errno::ENOSPC)));
-            } else if fp.hit("commit.before_apply") {
+            let room = free.is_none_or(|f| f >= self.config.reserve_bytes + 2 * g.bytes as u64);
+            if fp.hit("commit.before_apply") {
                 self.crashed = true;
                 replies.push((sub.done, Err(Errno::EIO)));
             } else {
-                match self.commit_one(&mut b, &sub) {
+                match self.commit_one(&mut b, &sub, room) {
                     Ok(r) => replies.push((sub.done, r)),
                     Err(fatal) => {
                         tracing::error!(error = %fatal, "batch abandoned");
@@ -429,6 +426,16 @@ impl Pipeline {
                     self.crashed = true;
                 }
             }
+            if !room {
+                // The batch ends here: what is queued behind gets a fresh
+                // reading of the free space in the next one.
+                tracing::warn!(
+                    free,
+                    reserve = self.config.reserve_bytes,
+                    "store filesystem full: refusing commits"
+                );
+                break;
+            }
             // After a simulated crash nothing more is gathered: what is
             // still queued is refused by the next batch.
             if !self.crashed {
@@ -438,11 +445,9 @@ impl Pipeline {
         if self.crashed {
             return replies;
         }
-        if g.barrier {
-            self.stats.barrier_flushes.fetch_add(1, Ordering::Relaxed);
-        }
         let entries_in_batch = b.len() as u64;
         match b.finish(true) {
+            Ok(_) if entries_in_batch == 0 => {} // nothing was written
             Ok(_) => {
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats
@@ -469,12 +474,22 @@ impl Pipeline {
         replies
     }
 
-    /// Applies one intent. `Ok(Err(errno))`: the intent fails, the batch
-    /// goes on. `Err`: the batch must be abandoned.
-    fn commit_one(&self, b: &mut Batch<'_>, sub: &Submission) -> Result<Result<Ack, Errno>, Fail> {
+    /// Applies one intent; without `room` (the store's filesystem is too
+    /// full) only a duplicate is answered, with its stored ack, and
+    /// anything else gets ENOSPC. `Ok(Err(errno))`: the intent fails, the
+    /// batch goes on. `Err`: the batch must be abandoned.
+    fn commit_one(
+        &self,
+        b: &mut Batch<'_>,
+        sub: &Submission,
+        room: bool,
+    ) -> Result<Result<Ack, Errno>, Fail> {
         let intent = &sub.intent;
         if let Some(ack) = b.dedupe(&intent.id).map_err(engine_fail)? {
             return Ok(Ok(ack));
+        }
+        if !room {
+            return Ok(Err(Errno::ENOSPC));
         }
         if intent.origin.worker.len() > 255 || intent.origin.agent.len() > 255 {
             return Ok(Err(Errno::EINVAL));

@@ -1074,7 +1074,9 @@ fn a_batch_applies_its_first_intents_while_it_waits_for_more() {
 
 /// The free-space check counts the whole batch: two writes that would each
 /// fit alone do not fit together, so the second is refused with ENOSPC
-/// while the first commits, and nothing of the second is stored.
+/// while the first commits, and nothing of the second is stored. The batch
+/// ends at the refusal; what comes next gets a fresh reading, and a retried
+/// intent that already committed gets its stored ack even on a full disk.
 #[test]
 fn enospc_counts_the_intents_gathered_before() {
     let g = Gated::new();
@@ -1084,10 +1086,11 @@ fn enospc_counts_the_intents_gathered_before() {
     let (b, pb) = chunked(0, &[b'b'; 1000]);
     // Each write counts its payload plus 64 bytes: either fits alone.
     let each = 1000 + 64;
-    g.backend.set_faults(hsfs_engine::store::mem::Faults {
-        free_space: Some(reserve + 2 * 2 * each - 1),
+    let faults = |free| hsfs_engine::store::mem::Faults {
+        free_space: Some(free),
         ..Default::default()
-    });
+    };
+    g.backend.set_faults(faults(reserve + 2 * 2 * each - 1));
     let file = |seq: u64| Op::Create {
         parent: R,
         name: format!("f{seq}").into_bytes(),
@@ -1125,13 +1128,24 @@ fn enospc_counts_the_intents_gathered_before() {
     g.submit(20, write(inos[0], a), pa);
     g.reads.recv_timeout(LIMIT).expect("first write applied");
     g.submit(21, write(inos[1], b), pb);
-    g.mkdir(22);
     open.send(()).unwrap();
-    let got = g.answers(3);
+    let got = g.answers(2);
     assert!(got[&20].is_ok(), "{:?}", got[&20]);
     assert_eq!(got[&21].as_ref().unwrap_err(), &Errno::ENOSPC);
-    assert_eq!(got[&22].as_ref().unwrap_err(), &Errno::ENOSPC);
     assert_eq!(g.engine.getattr(inos[0]).unwrap().size, 1000);
     assert_eq!(g.engine.getattr(inos[1]).unwrap().size, 0);
+    // The next batch reads the free space again: two small ops fit.
+    g.mkdir(22);
+    g.mkdir(23);
+    let got = g.answers(2);
+    assert!(got.values().all(Result::is_ok), "{got:?}");
+    let first = got[&22].unwrap();
+    // Full: a retry of 22 gets its ack, a new op ENOSPC.
+    g.backend.set_faults(faults(reserve));
+    g.mkdir(22);
+    g.mkdir(24);
+    let got = g.answers(2);
+    assert_eq!(got[&22].as_ref().unwrap().index, first.index);
+    assert_eq!(got[&24].as_ref().unwrap_err(), &Errno::ENOSPC);
     assert!(!g.engine.is_poisoned());
 }

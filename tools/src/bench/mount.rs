@@ -200,7 +200,11 @@ impl Ctx<'_> {
     pub fn record(&mut self, name: &'static str, r: Result<Measurement>) -> Result<()> {
         let rss_mib = self.target.rss_mib();
         let cpu = self.target.cpu_seconds();
-        let cpu_s = cpu.zip(self.cpu_mark).map(|(now, mark)| now - mark);
+        // Whole milliseconds: both readings are whole ticks, and their
+        // difference must not come out a hair under one (0.1 - 0.0999...).
+        let cpu_s = cpu
+            .zip(self.cpu_mark)
+            .map(|(now, mark)| ((now - mark) * 1e3).round() / 1e3);
         self.cpu_mark = cpu;
         let failed = r.is_err();
         self.outcomes.push(Outcome {
