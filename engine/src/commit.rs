@@ -130,7 +130,7 @@ struct Submission {
 /// Counters of the pipeline.
 #[derive(Debug, Default)]
 pub struct CommitStats {
-    /// Durable batch writes.
+    /// Durable batch writes that added log entries.
     pub batches: AtomicU64,
     /// Log entries committed.
     pub entries: AtomicU64,
@@ -447,7 +447,7 @@ impl Pipeline {
         }
         let entries_in_batch = b.len() as u64;
         match b.finish(true) {
-            Ok(_) if entries_in_batch == 0 => {} // nothing was written
+            Ok(_) if entries_in_batch == 0 => {} // no log entry: not a batch of the log
             Ok(_) => {
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats
