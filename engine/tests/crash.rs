@@ -343,16 +343,7 @@ fn sigkill_during_commits() {
                 seq: 1,
             },
             origin: Origin::default(),
-            op: Op::Create {
-                parent: ROOT_INO,
-                name: b"log".to_vec(),
-                kind: hsfs_engine::FileKind::File,
-                perm: 0o644,
-                uid: 0,
-                gid: 0,
-                excl: true,
-                truncate: false,
-            },
+            op: create_op(ROOT_INO, "log"),
         };
         c.commit(it, hsfs_engine::chunks::Payload::none()).unwrap();
     }

@@ -996,13 +996,7 @@ impl Gated {
     }
 
     fn mkdir(&self, seq: u64) {
-        let op = Op::Mkdir {
-            parent: R,
-            name: format!("d{seq}").into_bytes(),
-            perm: 0o755,
-            uid: 0,
-            gid: 0,
-        };
+        let op = mkdir_op(R, &format!("d{seq}"));
         self.submit(seq, op, hsfs_engine::chunks::Payload::none());
     }
 
@@ -1091,16 +1085,7 @@ fn enospc_counts_the_intents_gathered_before() {
         ..Default::default()
     };
     g.backend.set_faults(faults(reserve + 2 * 2 * each - 1));
-    let file = |seq: u64| Op::Create {
-        parent: R,
-        name: format!("f{seq}").into_bytes(),
-        kind: hsfs_engine::FileKind::File,
-        perm: 0o644,
-        uid: 0,
-        gid: 0,
-        excl: true,
-        truncate: false,
-    };
+    let file = |seq: u64| create_op(R, &format!("f{seq}"));
     // Two files first (a batch of their own, with a third intent).
     g.submit(10, file(10), hsfs_engine::chunks::Payload::none());
     g.submit(11, file(11), hsfs_engine::chunks::Payload::none());

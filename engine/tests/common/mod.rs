@@ -78,6 +78,31 @@ fn harness_config(
     }
 }
 
+/// Creates an empty regular file (`O_EXCL`), as user 1000.
+pub fn create_op(parent: Ino, name: &str) -> Op {
+    Op::Create {
+        parent,
+        name: name.into(),
+        kind: hsfs_engine::FileKind::File,
+        perm: 0o644,
+        uid: 1000,
+        gid: 1000,
+        excl: true,
+        truncate: false,
+    }
+}
+
+/// Makes a directory, as user 1000.
+pub fn mkdir_op(parent: Ino, name: &str) -> Op {
+    Op::Mkdir {
+        parent,
+        name: name.into(),
+        perm: 0o755,
+        uid: 1000,
+        gid: 1000,
+    }
+}
+
 /// Splits data into chunks at 64 KiB file-offset boundaries.
 pub fn chunked(offset: u64, data: &[u8]) -> (Vec<ChunkRef>, Payload) {
     Payload::split(Some(offset), data)
@@ -123,28 +148,11 @@ impl H {
     }
 
     pub fn create(&mut self, parent: Ino, name: &str) -> Result<Ino, Errno> {
-        self.run(Op::Create {
-            parent,
-            name: name.into(),
-            kind: hsfs_engine::FileKind::File,
-            perm: 0o644,
-            uid: 1000,
-            gid: 1000,
-            excl: true,
-            truncate: false,
-        })
-        .map(|a| Self::ino(Ok(a)))
+        self.run(create_op(parent, name)).map(|a| Self::ino(Ok(a)))
     }
 
     pub fn mkdir(&mut self, parent: Ino, name: &str) -> Result<Ino, Errno> {
-        self.run(Op::Mkdir {
-            parent,
-            name: name.into(),
-            perm: 0o755,
-            uid: 1000,
-            gid: 1000,
-        })
-        .map(|a| Self::ino(Ok(a)))
+        self.run(mkdir_op(parent, name)).map(|a| Self::ino(Ok(a)))
     }
 
     pub fn write(&mut self, ino: Ino, offset: u64, data: &[u8]) -> Result<Ack, Errno> {
