@@ -343,7 +343,7 @@ impl Pipeline {
             let config = p.config.clone();
             let deadline = Instant::now() + config.window;
             let target = p.last_batch.min(config.max_ops);
-            let stats = p.stats.clone();
+            let (pending, stats) = (p.pending.clone(), p.stats.clone());
             let mut more = |g: &Gathered| -> Option<Submission> {
                 if g.barrier {
                     stats.barrier_flushes.fetch_add(1, Ordering::Relaxed);
@@ -364,7 +364,6 @@ impl Pipeline {
             // A simulated crash (process death) drops the callbacks
             // unanswered; `process` refuses everything that follows.
             let crashed = p.crashed;
-            let (pending, stats) = (p.pending.clone(), p.stats.clone());
             drop(p);
             answer(&pending, &stats, replies, crashed);
         }
