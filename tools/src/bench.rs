@@ -118,9 +118,10 @@ pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// CPU time (user + system, all threads, live and exited) process `pid`
-/// has used so far, in seconds; the kernel counts it in clock ticks (10 ms
-/// on common kernels).
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+/// has used so far. The kernel counts it in clock ticks (10 ms on common
+/// kernels); kept as a whole number of ticks' nanoseconds, differences of
+/// two readings are exact.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     use anyhow::Context;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
@@ -131,18 +132,22 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         .with_context(|| format!("no command name in /proc/{pid}/stat"))?
         .1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> anyhow::Result<f64> {
+    let field = |n: usize| -> anyhow::Result<u64> {
         let v = fields
             .get(n - 3)
             .with_context(|| format!("/proc/{pid}/stat has no field {n}"))?;
-        Ok(v.parse::<u64>()
-            .with_context(|| format!("/proc/{pid}/stat field {n}: {v:?}"))? as f64)
+        v.parse::<u64>()
+            .with_context(|| format!("/proc/{pid}/stat field {n}: {v:?}"))
     };
     // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    anyhow::ensure!(ticks > 0, "sysconf(_SC_CLK_TCK) failed");
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second)
+        .ok()
+        .filter(|&t| t > 0)
+        .context("sysconf(_SC_CLK_TCK) failed")?;
     // utime (14) + stime (15).
-    Ok((field(14)? + field(15)?) / ticks as f64)
+    let ticks = field(14)? + field(15)?;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
 }
 
 /// A figure for a table: integers from 100 up, two decimals below.
@@ -273,10 +278,9 @@ mod tests {
     use std::time::{Duration, Instant};
 
     #[test]
-    fn cpu_seconds_reads_this_process_and_grows_while_it_computes() {
+    fn cpu_time_reads_this_process_and_grows_while_it_computes() {
         let pid = std::process::id();
-        let start = super::cpu_seconds(pid).unwrap();
-        assert!(start.is_finite() && start >= 0.0);
+        let start = super::cpu_time(pid).unwrap();
         // Compute until the kernel has counted at least two more ticks.
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut x = 0u64;
@@ -284,8 +288,8 @@ mod tests {
             for i in 0..1_000_000u64 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
             }
-            let now = super::cpu_seconds(pid).unwrap();
-            if now >= start + 0.02 {
+            let now = super::cpu_time(pid).unwrap();
+            if now >= start + Duration::from_millis(20) {
                 break true;
             }
             if Instant::now() > deadline {
@@ -293,6 +297,6 @@ mod tests {
             }
         };
         assert!(grown, "CPU time did not grow in 30 s of computing");
-        assert!(super::cpu_seconds(u32::MAX).is_err(), "no such process");
+        assert!(super::cpu_time(u32::MAX).is_err(), "no such process");
     }
 }

@@ -172,7 +172,7 @@ pub struct Ctx<'a> {
     outcomes: Vec<Outcome>,
     /// The serving process's CPU seconds when the current workload began
     /// (the previous one's end).
-    cpu_mark: Option<f64>,
+    cpu_mark: Option<Duration>,
 }
 
 impl Ctx<'_> {
@@ -190,7 +190,7 @@ impl Ctx<'_> {
     /// Starts the next workload's CPU window here: work between two
     /// workloads (removing the previous one's files) is nobody's.
     pub fn restart_cpu(&mut self) {
-        self.cpu_mark = self.target.cpu_seconds();
+        self.cpu_mark = self.target.cpu_time();
     }
 
     /// Records a workload's outcome with the target process's RSS and the
@@ -199,12 +199,10 @@ impl Ctx<'_> {
     /// depend on this one).
     pub fn record(&mut self, name: &'static str, r: Result<Measurement>) -> Result<()> {
         let rss_mib = self.target.rss_mib();
-        let cpu = self.target.cpu_seconds();
-        // Whole milliseconds: both readings are whole ticks, and their
-        // difference must not come out a hair under one (0.1 - 0.0999...).
+        let cpu = self.target.cpu_time();
         let cpu_s = cpu
             .zip(self.cpu_mark)
-            .map(|(now, mark)| ((now - mark) * 1e3).round() / 1e3);
+            .map(|(now, mark)| now.saturating_sub(mark).as_secs_f64());
         self.cpu_mark = cpu;
         let failed = r.is_err();
         self.outcomes.push(Outcome {
@@ -371,7 +369,7 @@ fn run_one(group: &Group, run: usize, t: &mut Target, env: &Env) -> GroupRun {
     };
     let before = store_bytes(t);
     let alive = t.alive();
-    let cpu_mark = t.cpu_seconds();
+    let cpu_mark = t.cpu_time();
     let mut cx = Ctx {
         dir: dir.clone(),
         env,

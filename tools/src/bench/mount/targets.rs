@@ -33,7 +33,7 @@ pub struct Target {
 impl Target {
     /// A figure of the process serving the target (`None` without one; a
     /// failed read is reported on stderr and shows as "-").
-    fn server_figure(&self, what: &str, read: fn(&Mount) -> Result<f64>) -> Option<f64> {
+    fn server_figure<T>(&self, what: &str, read: fn(&Mount) -> Result<T>) -> Option<T> {
         let m = self.mount.as_ref()?;
         read(m)
             .map_err(|e| eprintln!("    {what} of {}: {e:#}", self.name))
@@ -46,10 +46,10 @@ impl Target {
         self.server_figure("RSS", Mount::rss_mib)
     }
 
-    /// CPU seconds the process serving the target has used so far.
+    /// CPU time the process serving the target has used so far.
     #[must_use]
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        self.server_figure("CPU time", Mount::cpu_seconds)
+    pub fn cpu_time(&self) -> Option<Duration> {
+        self.server_figure("CPU time", Mount::cpu_time)
     }
 
     /// Disk usage of the hsfs store (allocated bytes under STATE/db, as
@@ -326,9 +326,9 @@ impl Mount {
         crate::bench::rss_mib(self.child.id())
     }
 
-    /// CPU seconds the server process has used so far.
-    pub fn cpu_seconds(&self) -> Result<f64> {
-        crate::bench::cpu_seconds(self.child.id())
+    /// CPU time the server process has used so far.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        crate::bench::cpu_time(self.child.id())
     }
 
     /// Stops the server; fails unless it exits cleanly and leaves nothing
