@@ -135,8 +135,11 @@ fn scan(
 }
 
 /// Checks the whole store behind `engine` (which must not be written to
-/// meanwhile: `hsfs-fsck` holds the state directory lock).
+/// meanwhile: `hsfs-fsck` holds the state directory lock). First writes the
+/// Merkle branches the engine holds in memory ([`Engine::flush_merkle`]),
+/// so the store's merkle space is checked whole.
 pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineError> {
+    engine.flush_merkle()?;
     let mut c = Checker {
         report: Report::default(),
         merkle_items: Vec::new(),

@@ -13,6 +13,7 @@
 //! | merkle   | depth (u8) ‖ prefix nibbles           | branch                   | no     |
 //! | log      | log index (u64 BE)                    | log entry (postcard)     | no     |
 //! | dedupe   | client id (16 B) ‖ seq (u64 BE)       | ack (postcard)           | no     |
+//! | merkle_delta | log index (u64 BE)                | leaf changes of a batch  | no     |
 //!
 //! Big-endian integers make byte order equal numeric order, so a prefix scan
 //! of `dirents` returns a directory's names in bytewise order, and a scan of
@@ -50,11 +51,14 @@ pub enum Space {
     Log = 9,
     /// The intent dedupe map.
     Dedupe = 10,
+    /// Leaf changes of batches whose Merkle branches are held in memory
+    /// (see `Engine`'s Merkle flush).
+    MerkleDelta = 11,
 }
 
 impl Space {
     /// Every space, in tag order.
-    pub const ALL: [Space; 11] = [
+    pub const ALL: [Space; 12] = [
         Space::Meta,
         Space::Nodes,
         Space::Dirents,
@@ -66,6 +70,7 @@ impl Space {
         Space::Merkle,
         Space::Log,
         Space::Dedupe,
+        Space::MerkleDelta,
     ];
 
     /// Keyspace name on disk.
@@ -83,6 +88,7 @@ impl Space {
             Space::Merkle => "merkle",
             Space::Log => "log",
             Space::Dedupe => "dedupe",
+            Space::MerkleDelta => "merkle_delta",
         }
     }
 

@@ -169,6 +169,44 @@ pub fn decode_extent(key: &[u8], v: &[u8]) -> Result<Extent, RecordError> {
     })
 }
 
+/// Bytes of one leaf change in a Merkle delta record (`Space::MerkleDelta`):
+/// record key hash (32), then 1 and the value hash (32) for an insert or
+/// 0 and 32 zero bytes for a removal.
+pub const DELTA_ITEM: usize = 65;
+
+/// Appends one leaf change to a Merkle delta record.
+pub fn encode_delta_item(out: &mut Vec<u8>, key: &Hash, value: Option<&Hash>) {
+    out.extend_from_slice(key);
+    match value {
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(v);
+        }
+        None => {
+            out.push(0);
+            out.extend_from_slice(&[0; 32]);
+        }
+    }
+}
+
+/// The leaf changes of a Merkle delta record, in the order they were made.
+pub fn decode_delta(b: &[u8]) -> Result<Vec<(Hash, Option<Hash>)>, RecordError> {
+    if !b.len().is_multiple_of(DELTA_ITEM) {
+        return Err(err("merkle delta", "length is not a multiple of 65"));
+    }
+    b.chunks_exact(DELTA_ITEM)
+        .map(|c| {
+            let key: Hash = c[..32].try_into().expect("32 bytes");
+            let value: Hash = c[33..].try_into().expect("32 bytes");
+            match c[32] {
+                1 => Ok((key, Some(value))),
+                0 if value == [0; 32] => Ok((key, None)),
+                _ => Err(err("merkle delta", "bad change tag")),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +245,22 @@ mod tests {
         };
         let k = crate::keys::extent_key(1, e.end);
         assert_eq!(decode_extent(&k, &encode_extent(&e)), Ok(e));
+    }
+
+    #[test]
+    fn delta_roundtrip_and_rejects() {
+        let mut d = Vec::new();
+        encode_delta_item(&mut d, &[1; 32], Some(&[2; 32]));
+        encode_delta_item(&mut d, &[3; 32], None);
+        assert_eq!(
+            decode_delta(&d),
+            Ok(vec![([1; 32], Some([2; 32])), ([3; 32], None)])
+        );
+        assert!(decode_delta(&d[..64]).is_err(), "torn item");
+        let mut bad = d.clone();
+        bad[32] = 7;
+        assert!(decode_delta(&bad).is_err(), "unknown tag");
+        bad[32] = 0;
+        assert!(decode_delta(&bad).is_err(), "a removal with a value");
     }
 }

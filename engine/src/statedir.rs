@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! STATE_DIR/
-//!   FORMAT      "hsfs-state 1\nworkspace <32 hex digits>\n"
+//!   FORMAT      "hsfs-state 2\nworkspace <32 hex digits>\n"
 //!   lock        flock'ed by the process using the store; holds its pid
 //!   db/         the fjall database
 //! ```
@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 
 use crate::types::WorkspaceId;
 
-/// Format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written by this build (and the only one it reads).
+/// 2: Merkle delta records (`Space::MerkleDelta`); a build that reads 1
+/// would ignore them and compute wrong roots.
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &str = "hsfs-state";
 
 /// Why a state directory cannot be used.

@@ -41,12 +41,23 @@ pub enum TrieError<E: std::error::Error + 'static> {
 /// persists them in the same atomic batch as the records they authenticate.
 /// Shallow branches (depth <= `cache_depth`) stay cached between batches since
 /// every update passes through them.
+///
+/// A caller may instead [`Trie::hold`] a batch's changes once the batch is
+/// durable by other means (the engine writes the batch's leaf changes as a
+/// small delta record): they stay in memory, take part in every later
+/// lookup, survive [`Trie::reset`], and are handed over by the next
+/// `take_writes`. The branches near the root change in every batch, so
+/// holding them across many batches writes each once instead of once per
+/// batch.
 #[derive(Debug)]
 pub struct Trie {
     cache: HashMap<NodePath, Branch>,
     cache_depth: usize,
-    /// Branches changed since the last `take_writes`; `None` = deleted.
+    /// Branches changed since the last `take_writes` or `hold`; `None` =
+    /// deleted.
     pending: HashMap<NodePath, Option<Branch>>,
+    /// Changes of committed batches not yet taken (see [`Trie::hold`]).
+    held: HashMap<NodePath, Option<Branch>>,
     /// Branches whose hash, as recorded in their parent's slot, is stale.
     stale: BTreeSet<(std::cmp::Reverse<usize>, NodePath)>,
 }
@@ -68,12 +79,16 @@ impl Trie {
             cache: HashMap::new(),
             cache_depth,
             pending: HashMap::new(),
+            held: HashMap::new(),
             stale: BTreeSet::new(),
         }
     }
 
     fn get<S: NodeStore>(&mut self, store: &S, path: &NodePath) -> R<Option<Branch>, S> {
         if let Some(p) = self.pending.get(path) {
+            return Ok(p.clone());
+        }
+        if let Some(p) = self.held.get(path) {
             return Ok(p.clone());
         }
         if let Some(b) = self.cache.get(path) {
@@ -237,18 +252,40 @@ impl Trie {
         !self.pending.is_empty()
     }
 
-    /// Changed branches to persist (`None` = delete), sorted by position.
+    /// Keeps the pending changes in memory as committed (see the type's
+    /// documentation): a later [`Trie::reset`] no longer drops them.
+    /// Call [`Trie::root`] first so every hash is current.
+    pub fn hold(&mut self) {
+        assert!(self.stale.is_empty(), "hold before root()");
+        self.held.extend(self.pending.drain());
+    }
+
+    /// Number of branches changed since the last `take_writes` or `hold`.
+    #[must_use]
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Number of branches held by [`Trie::hold`] and not yet taken.
+    #[must_use]
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Changed branches to persist (`None` = delete), sorted by position:
+    /// the held ones and the pending ones (which are newer).
     /// Call [`Trie::root`] first so every hash is current.
     pub fn take_writes(&mut self) -> Vec<(NodePath, Option<Branch>)> {
         assert!(self.stale.is_empty(), "take_writes before root()");
+        self.held.extend(self.pending.drain());
         // Sort the positions, not the (position, branch) pairs: a branch is
         // over a kilobyte, and moving those around was 6% of the commit
         // thread's CPU when 8 processes created files (perf, by hand).
-        let mut paths: Vec<NodePath> = self.pending.keys().copied().collect();
+        let mut paths: Vec<NodePath> = self.held.keys().copied().collect();
         paths.sort_unstable();
         let mut out = Vec::with_capacity(paths.len());
         for p in paths {
-            let b = self.pending.remove(&p).expect("a pending path");
+            let b = self.held.remove(&p).expect("a held path");
             out.push((p, b));
         }
         for (p, b) in &out {
@@ -264,7 +301,8 @@ impl Trie {
         out
     }
 
-    /// Forgets buffered changes and cached branches (after a failed batch).
+    /// Forgets pending changes and cached branches (after a failed batch);
+    /// held ones stay.
     pub fn reset(&mut self) {
         self.cache.clear();
         self.pending.clear();
@@ -421,7 +459,64 @@ mod tests {
         }
     }
 
+    /// Like [`run`], but holds the writes of most steps in memory (taking
+    /// them every `every` steps) and, after each step, buffers a junk
+    /// change and resets it away, as a failed batch would.
+    fn run_held(ops: &[(u64, Option<u64>)], every: usize) -> (Hash, MemStore) {
+        let mut store = MemStore::default();
+        let mut trie = Trie::new(1);
+        let mut model = BTreeMap::new();
+        for (step, &(k, v)) in ops.iter().enumerate() {
+            match v {
+                Some(v) => {
+                    trie.insert(&store, &h(k), &h(v)).unwrap();
+                    model.insert(h(k), h(v));
+                }
+                None => {
+                    let was = trie.remove(&store, &h(k)).unwrap();
+                    assert_eq!(was, model.remove(&h(k)).is_some());
+                }
+            }
+            let root = trie.root(&store).unwrap();
+            if step % every == 0 {
+                store.apply(trie.take_writes());
+            } else {
+                trie.hold();
+            }
+            let sorted: Vec<_> = model.iter().map(|(a, b)| (*a, *b)).collect();
+            assert_eq!(root, root_from_sorted(&sorted));
+            // A failed batch: its change is dropped, the held ones stay.
+            trie.insert(&store, &h(1_000_000 + k), &h(0)).unwrap();
+            trie.root(&store).unwrap();
+            trie.reset();
+            assert_eq!(
+                trie.root(&store).unwrap(),
+                root,
+                "reset kept the held branches"
+            );
+            let p = trie.prove(&store, &h(k)).unwrap();
+            p.verify(&root, model.get(&h(k))).unwrap();
+        }
+        trie.root(&store).unwrap();
+        store.apply(trie.take_writes());
+        assert_eq!(trie.held_len(), 0);
+        let sorted: Vec<_> = model.iter().map(|(a, b)| (*a, *b)).collect();
+        let canonical: BTreeMap<_, _> = crate::branches_from_sorted(&sorted).into_iter().collect();
+        assert_eq!(
+            canonical, store.nodes,
+            "held then taken: the canonical branches"
+        );
+        (Trie::new(0).root(&store).unwrap(), store)
+    }
+
     proptest! {
+        #[test]
+        fn held_writes_match_scratch(ops in prop::collection::vec((0u64..64, prop::option::weighted(0.7, 0u64..4)), 0..200), every in 1usize..20) {
+            let (held, _) = run_held(&ops, every);
+            let (direct, _) = run(&ops);
+            prop_assert_eq!(held, direct);
+        }
+
         #[test]
         fn incremental_matches_scratch(ops in prop::collection::vec((0u64..64, prop::option::weighted(0.7, 0u64..4)), 0..200)) {
             run(&ops);

@@ -55,6 +55,15 @@ pub fn harness_inline() -> H {
     harness_config(backend, engine, Arc::new(NoneOpen), config)
 }
 
+/// A harness over an engine reopened on `backend`, its clock at `now` and
+/// its client's sequence at `seq` (to go on where another harness stopped).
+pub fn harness_resume(backend: Arc<MemBackend>, engine: Engine, now: i64, seq: u64) -> H {
+    let mut h = harness_over(backend, engine, Arc::new(NoneOpen));
+    h.clock.0.store(now, Ordering::Relaxed);
+    h.seq = seq;
+    h
+}
+
 fn harness_over(backend: Arc<MemBackend>, engine: Engine, open: Arc<dyn OpenFiles>) -> H {
     harness_config(backend, engine, open, CommitConfig::default())
 }
