@@ -15,7 +15,7 @@
 //! calling the engine, the committer or another lock); `OpenTable::counts`
 //! likewise.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -26,6 +26,7 @@ use hsfs_engine::op::{Ack, Op, OpResult, WriteAt};
 use hsfs_engine::{DirEntry, Engine, EngineError, Errno, FileKind, Ino, Node};
 use parking_lot::Mutex;
 
+use crate::cookies::Cookies;
 use hsfs_engine::committer::Committer;
 
 /// Kernel cache behaviour of the mount (SPEC 7).
@@ -156,25 +157,15 @@ struct Known {
     cached_pages: bool,
 }
 
-/// An open directory's readdir cursor: cookie -> name of the entry it was
-/// given to, so a listing resumes by name and stays stable while entries
-/// come and go.
-#[derive(Default)]
-struct DirCursor {
-    next: u64,
-    names: BTreeMap<u64, Vec<u8>>,
-}
-
-/// Cookies remembered per open directory (a reply holds at most a few
-/// hundred entries; older cookies only matter to seekdir).
-const CURSOR_MEMORY: usize = 16 * 1024;
-/// Cookies of "." and "..".
+/// Cookies of "." and ".." (the others come from [`Cookies`]: a listing
+/// resumes after the name its cookie stands for, so it stays stable while
+/// entries come and go).
 const COOKIE_DOT: u64 = 1;
 const COOKIE_DOTDOT: u64 = 2;
 
 enum HandleKind {
     File { write: bool },
-    Dir(Mutex<DirCursor>),
+    Dir,
 }
 
 struct Handle {
@@ -213,6 +204,8 @@ pub struct Core {
     /// working, with nlink 0, until the kernel forgets the inode. Local to
     /// this mount, never replicated.
     ghosts: Mutex<HashMap<Ino, Node>>,
+    /// Readdir cookies, shared by all handles (see [`Cookies`]).
+    cookies: Cookies,
     config: FsConfig,
 }
 
@@ -241,6 +234,7 @@ impl Core {
             next_fh: AtomicU64::new(1),
             kernel: OnceLock::new(),
             ghosts: Mutex::new(HashMap::new()),
+            cookies: Cookies::new(COOKIE_DOTDOT + 1, crate::cookies::DEFAULT_LIMIT),
             config,
         }
     }
@@ -521,7 +515,7 @@ impl Core {
         if n.kind != FileKind::Dir {
             return Err(Errno::ENOTDIR);
         }
-        Ok(self.new_handle(ino, HandleKind::Dir(Mutex::new(DirCursor::default()))))
+        Ok(self.new_handle(ino, HandleKind::Dir))
     }
 
     /// Closes a directory handle.
@@ -541,7 +535,7 @@ impl Core {
         mut emit: impl FnMut(u64, DirItem<'_>) -> bool,
     ) -> Result<(), Errno> {
         let h = self.handle(fh)?;
-        let HandleKind::Dir(cursor) = &h.kind else {
+        let HandleKind::Dir = &h.kind else {
             return Err(Errno::ENOTDIR);
         };
         let dir = self.getattr(h.ino)?;
@@ -553,8 +547,8 @@ impl Core {
             return Ok(());
         }
         if offset > COOKIE_DOTDOT {
-            let c = cursor.lock();
-            after = Some(c.names.get(&offset).cloned().ok_or(Errno::EINVAL)?);
+            let name = self.cookies.name(h.ino, offset).ok_or(Errno::EINVAL)?;
+            after = Some(name.to_vec());
         }
         loop {
             let page = self
@@ -573,21 +567,12 @@ impl Core {
                 } else {
                     None
                 };
-                let cookie = {
-                    let mut c = cursor.lock();
-                    c.next = c.next.max(COOKIE_DOTDOT) + 1;
-                    c.next
-                };
+                let cookie = self.cookies.cookie(h.ino, &e.name);
                 if emit(cookie, DirItem::Entry(e, node.as_ref())) {
                     return Ok(());
                 }
                 if plus {
                     self.remember(e.ino);
-                }
-                let mut c = cursor.lock();
-                c.names.insert(cookie, e.name.clone());
-                while c.names.len() > CURSOR_MEMORY {
-                    c.names.pop_first();
                 }
             }
             after = page.last().map(|e| e.name.clone());
@@ -733,6 +718,65 @@ mod tests {
         );
         core.releasedir(fh);
         assert_eq!(core.open_handles(), 0);
+    }
+
+    fn unlink(core: &Core, name: &str) {
+        core.committer()
+            .commit(
+                Op::Unlink {
+                    parent: ROOT_INO,
+                    name: name.as_bytes().to_vec(),
+                    keep_orphan: false,
+                },
+                Payload::none(),
+            )
+            .unwrap();
+    }
+
+    /// Names listed by `fh` from `offset`, with the last cookie, taking at
+    /// most `max` items, "." and ".." included (then the reply buffer is
+    /// "full").
+    fn list(core: &Core, fh: u64, offset: u64, max: usize) -> (Vec<String>, u64) {
+        let (mut names, mut last, mut taken) = (Vec::new(), offset, 0);
+        core.readdir(fh, offset, false, |cookie, item| {
+            if taken == max {
+                return true;
+            }
+            taken += 1;
+            last = cookie;
+            if let DirItem::Entry(e, _) = item {
+                names.push(String::from_utf8_lossy(&e.name).into_owned());
+            }
+            false
+        })
+        .unwrap();
+        (names, last)
+    }
+
+    #[test]
+    fn a_listing_goes_on_from_another_handles_cookie() {
+        // What the kernel does with cached listings: a handle fills the
+        // cache and is closed; a later handle reads from the cache, the
+        // reader unlinks what it read, the cache loses a page, and the
+        // kernel asks the later handle to go on from the last cookie.
+        let (core, _c) = core();
+        for n in ["a", "b", "c", "d", "e"] {
+            create(&core, n);
+        }
+        let first = core.opendir(ROOT_INO).unwrap();
+        let (all, _) = list(&core, first, 0, usize::MAX);
+        assert_eq!(all, ["a", "b", "c", "d", "e"]);
+        let (_, after_b) = list(&core, first, 0, 4); // ".", "..", "a", "b"
+        core.releasedir(first);
+        unlink(&core, "a");
+        unlink(&core, "b");
+        let second = core.opendir(ROOT_INO).unwrap();
+        assert_eq!(list(&core, second, after_b, usize::MAX).0, ["c", "d", "e"]);
+        // And each name keeps its cookie: a new listing gives the same ones.
+        let (_, again) = list(&core, second, 0, 3); // ".", "..", "c"
+        let (_, from_first) = list(&core, second, after_b, 1);
+        assert_eq!(again, from_first, "\"c\" has one cookie");
+        core.releasedir(second);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! * [`mount`] mounts a core and keeps the kernel notifier.
 
 pub mod committer;
+pub mod cookies;
 pub mod core;
 pub mod fuse;
 pub mod invalidate;

@@ -1,6 +1,7 @@
 //! Mount lifecycle: persistence across remounts, clean shutdown, the errors
 //! of `hsfs mount`, SIGKILL recovery, read-only mounts, disk full, status,
-//! log and fsck exit codes.
+//! log and fsck exit codes, and a cached listing the kernel continues after
+//! dropping its pages.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -308,4 +309,32 @@ fn env_prints_scratch_exports() {
             .unwrap_or_else(|| panic!("{var} missing"));
         assert!(line.contains(&d.path().display().to_string()), "{line}");
     }
+}
+
+#[test]
+fn a_cached_listing_goes_on_after_the_kernel_drops_its_pages() {
+    // The kernel fills a directory's listing cache through one handle and
+    // serves a later one from it; `rm -rf` unlinks what it read, and when
+    // the cache loses its pages (here: drop_caches) the kernel asks the
+    // later handle to go on from a cookie the first one gave out, of an
+    // entry deleted since. That used to fail with EINVAL.
+    let w = Workspace::new();
+    let d = w.path("many");
+    std::fs::create_dir(&d).unwrap();
+    for i in 0..3000 {
+        std::fs::File::create(d.join(format!("f{i:05}"))).unwrap();
+    }
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 3000);
+    let mut removed = 0;
+    for e in std::fs::read_dir(&d).unwrap() {
+        let e = e.expect("readdir while deleting");
+        std::fs::remove_file(e.path()).unwrap();
+        removed += 1;
+        if removed == 1000 {
+            std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+        }
+    }
+    assert_eq!(removed, 3000, "every entry listed exactly once");
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+    std::fs::remove_dir(&d).unwrap();
 }
