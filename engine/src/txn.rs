@@ -155,7 +155,10 @@ impl<'b> Txn<'b> {
     /// All buffered writes as one backend batch.
     #[must_use]
     pub fn into_items(self) -> Vec<BatchItem> {
-        let mut items = Vec::new();
+        // Sized up front: growing it by doubling moved every item again
+        // (6% of the commit thread in batches that write held Merkle
+        // branches, perf by hand).
+        let mut items = Vec::with_capacity(self.overlay.iter().map(|m| m.len()).sum());
         for (space, m) in Space::ALL.iter().zip(self.overlay) {
             for (key, value) in m {
                 items.push(BatchItem {
