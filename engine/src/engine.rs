@@ -232,9 +232,10 @@ impl Default for EngineOptions {
 pub const MERKLE_HOLD_BRANCHES: usize = 4096;
 
 /// How many delta records (batches) the held branches may span before they
-/// are written: bounds what opening the store replays (a few milliseconds)
-/// in a small workspace, whose whole trie has fewer branches than
-/// [`MERKLE_HOLD_BRANCHES`].
+/// are written: bounds what opening the store replays in a small
+/// workspace, whose whole trie has fewer branches than
+/// [`MERKLE_HOLD_BRANCHES`] (1024 batches of a few changes each replay in
+/// milliseconds; a batch of many writes has more).
 pub const MERKLE_HOLD_DELTAS: usize = 1024;
 
 struct Writer {
@@ -707,6 +708,11 @@ impl Engine {
     /// The Merkle proof of one canonical record against the current root.
     pub fn prove(&self, space: Space, key: &[u8]) -> Result<hsfs_merkle::Proof, EngineError> {
         let mut w = self.inner.writer.lock();
+        // A failed flush may have dropped held branches the store lacks:
+        // proofs from what remains would not match the root.
+        if self.is_poisoned() {
+            return Err(EngineError::Poisoned);
+        }
         let kh = keys::record_key_hash(space, key);
         w.trie
             .prove(&MerkleNodes(self.backend()), &kh)

@@ -774,6 +774,16 @@ pub fn check(engine: &Engine, progress: Progress<'_>) -> Result<Report, EngineEr
     for (kind, key, msg) in merkle_problems {
         c.problem(kind, Space::Merkle, &key, msg);
     }
+    // The flush at the start deleted every delta record.
+    for r in scan(engine, Space::MerkleDelta) {
+        let (k, _) = r?;
+        c.problem(
+            "merkle-delta",
+            Space::MerkleDelta,
+            &k,
+            "delta record left after a flush".into(),
+        );
+    }
     Ok(c.report)
 }
 

@@ -74,7 +74,7 @@ fn a_corrupt_delta_is_refused_on_open() {
 }
 
 #[test]
-fn the_branches_are_written_once_enough_are_held() {
+fn the_branches_are_written_after_many_batches() {
     let mut h = harness();
     let d = h.mkdir(R, "d").unwrap();
     let mut flushed = false;
@@ -93,5 +93,35 @@ fn the_branches_are_written_once_enough_are_held() {
         }
     }
     assert!(flushed, "no flush in {} creates", 2 * MERKLE_HOLD_DELTAS);
+    h.fsck();
+}
+
+#[test]
+fn the_branches_are_written_once_enough_are_held() {
+    // Batches of many creates: the held branches pass MERKLE_HOLD_BRANCHES
+    // long before MERKLE_HOLD_DELTAS batches.
+    let mut h = harness();
+    let d = h.mkdir(R, "d").unwrap();
+    let mut now = T0 + 1_000_000_000;
+    let mut batches = 0;
+    loop {
+        let intents: Vec<_> = (0..1000)
+            .map(|i| h.intent(create_op(d, &format!("b{batches}-{i}"))))
+            .collect();
+        let mut b = h.engine.batch().unwrap();
+        for intent in &intents {
+            now += 1;
+            b.commit_intent(intent, now).unwrap();
+        }
+        b.finish(true).unwrap();
+        batches += 1;
+        if h.backend.keys(Space::MerkleDelta).is_empty() {
+            break;
+        }
+        assert!(batches < 100, "no flush after {batches} batches");
+    }
+    assert!(batches < MERKLE_HOLD_DELTAS, "flushed by the branch count");
+    let fresh = Engine::open(Arc::new(h.backend.process_crash_image()), None).unwrap();
+    assert_eq!(fresh.status().meta.root, h.root());
     h.fsck();
 }

@@ -15,7 +15,7 @@
 //! calling the engine, the committer or another lock); `OpenTable::counts`
 //! likewise.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -65,6 +65,9 @@ pub struct FsConfig {
     /// local op can fail because of it (mkdir: EEXIST) before the notice
     /// lands — `mkdir -p` then stats the name and must find it.
     pub negative_entries: bool,
+    /// Readdir cookies remembered over all directories (see
+    /// [`crate::cookies`]; about 100 bytes each).
+    pub cookie_names: usize,
 }
 
 impl Default for FsConfig {
@@ -74,6 +77,7 @@ impl Default for FsConfig {
                 ttl: Duration::from_secs(30),
             },
             negative_entries: true,
+            cookie_names: crate::cookies::DEFAULT_LIMIT,
         }
     }
 }
@@ -162,10 +166,18 @@ struct Known {
 /// entries come and go).
 const COOKIE_DOT: u64 = 1;
 const COOKIE_DOTDOT: u64 = 2;
+/// Cookies a directory handle remembers itself, besides the shared
+/// registry, which may forget a paused listing's cookies when many others
+/// are listed meanwhile: the kernel goes on from one of the entries of the
+/// handle's last replies (a reply holds at most a few hundred).
+const HANDLE_COOKIES: usize = 1024;
 
 enum HandleKind {
-    File { write: bool },
-    Dir,
+    File {
+        write: bool,
+    },
+    /// The handle's latest cookies and their names, oldest first.
+    Dir(Mutex<VecDeque<(u64, Vec<u8>)>>),
 }
 
 struct Handle {
@@ -234,7 +246,7 @@ impl Core {
             next_fh: AtomicU64::new(1),
             kernel: OnceLock::new(),
             ghosts: Mutex::new(HashMap::new()),
-            cookies: Cookies::new(COOKIE_DOTDOT + 1, crate::cookies::DEFAULT_LIMIT),
+            cookies: Cookies::new(COOKIE_DOTDOT + 1, config.cookie_names),
             config,
         }
     }
@@ -515,7 +527,7 @@ impl Core {
         if n.kind != FileKind::Dir {
             return Err(Errno::ENOTDIR);
         }
-        Ok(self.new_handle(ino, HandleKind::Dir))
+        Ok(self.new_handle(ino, HandleKind::Dir(Mutex::new(VecDeque::new()))))
     }
 
     /// Closes a directory handle.
@@ -523,7 +535,8 @@ impl Core {
         self.handles.lock().remove(&fh);
     }
 
-    /// Lists a directory from `offset` (a cookie this handle gave out, or 0).
+    /// Lists a directory from `offset` (0, or a cookie any handle of this
+    /// directory gave out).
     /// `emit(cookie, item)` returns true when the reply buffer is full; the
     /// item is then not consumed. With `plus`, entries carry their node and
     /// every consumed entry counts as a lookup.
@@ -535,7 +548,7 @@ impl Core {
         mut emit: impl FnMut(u64, DirItem<'_>) -> bool,
     ) -> Result<(), Errno> {
         let h = self.handle(fh)?;
-        let HandleKind::Dir = &h.kind else {
+        let HandleKind::Dir(recent) = &h.kind else {
             return Err(Errno::ENOTDIR);
         };
         let dir = self.getattr(h.ino)?;
@@ -547,8 +560,21 @@ impl Core {
             return Ok(());
         }
         if offset > COOKIE_DOTDOT {
-            let name = self.cookies.name(h.ino, offset).ok_or(Errno::EINVAL)?;
-            after = Some(name.to_vec());
+            let own = recent
+                .lock()
+                .iter()
+                .rev()
+                .find(|(c, _)| *c == offset)
+                .map(|(_, n)| n.clone());
+            let name = match own {
+                Some(n) => n,
+                None => self
+                    .cookies
+                    .name(h.ino, offset)
+                    .ok_or(Errno::EINVAL)?
+                    .to_vec(),
+            };
+            after = Some(name);
         }
         loop {
             let page = self
@@ -574,6 +600,11 @@ impl Core {
                 if plus {
                     self.remember(e.ino);
                 }
+                let mut r = recent.lock();
+                if r.len() == HANDLE_COOKIES {
+                    r.pop_front();
+                }
+                r.push_back((cookie, e.name.clone()));
             }
             after = page.last().map(|e| e.name.clone());
         }
@@ -599,6 +630,10 @@ mod tests {
     use hsfs_engine::op::Origin;
 
     fn core() -> (Core, Arc<Embedded>) {
+        core_with(FsConfig::default())
+    }
+
+    fn core_with(config: FsConfig) -> (Core, Arc<Embedded>) {
         let backend = Arc::new(hsfs_engine::store::mem::MemBackend::new());
         let engine = Engine::init(
             backend,
@@ -615,15 +650,19 @@ mod tests {
             opens.clone(),
             Origin::default(),
         ));
-        (Core::new(engine, c.clone(), opens, FsConfig::default()), c)
+        (Core::new(engine, c.clone(), opens, config), c)
     }
 
     fn create(core: &Core, name: &str) -> Ino {
+        create_in(core, ROOT_INO, name)
+    }
+
+    fn create_in(core: &Core, parent: Ino, name: &str) -> Ino {
         let a = core
             .committer()
             .commit(
                 Op::Create {
-                    parent: ROOT_INO,
+                    parent,
                     name: name.into(),
                     kind: FileKind::File,
                     perm: 0o644,
@@ -777,6 +816,48 @@ mod tests {
         let (_, from_first) = list(&core, second, after_b, 1);
         assert_eq!(again, from_first, "\"c\" has one cookie");
         core.releasedir(second);
+    }
+
+    #[test]
+    fn a_paused_listing_keeps_its_cookies_when_the_registry_forgets() {
+        // The shared registry remembers 8 names; listing 20 elsewhere makes
+        // it forget the paused directory, not the handle its own cookies.
+        let (core, _c) = core_with(FsConfig {
+            cookie_names: 8,
+            ..FsConfig::default()
+        });
+        for n in ["a", "b", "c", "d"] {
+            create(&core, n);
+        }
+        let a = core
+            .committer()
+            .commit(
+                Op::Mkdir {
+                    parent: ROOT_INO,
+                    name: b"big".to_vec(),
+                    perm: 0o755,
+                    uid: 0,
+                    gid: 0,
+                },
+                Payload::none(),
+            )
+            .unwrap();
+        let big = core.entry_of(&a).unwrap().ino;
+        for i in 0..20 {
+            create_in(&core, big, &format!("n{i:02}"));
+        }
+        let paused = core.opendir(ROOT_INO).unwrap();
+        let (first, after_b) = list(&core, paused, 0, 4); // ".", "..", "a", "b"
+        assert_eq!(first, ["a", "b"]);
+        let other = core.opendir(big).unwrap();
+        assert_eq!(list(&core, other, 0, usize::MAX).0.len(), 20);
+        assert!(core.cookies.len() <= 8);
+        assert_eq!(
+            list(&core, paused, after_b, usize::MAX).0,
+            ["big", "c", "d"]
+        );
+        core.releasedir(other);
+        core.releasedir(paused);
     }
 
     #[test]

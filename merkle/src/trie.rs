@@ -246,7 +246,8 @@ impl Trie {
         Ok(self.branch(store, &NodePath::ROOT)?.hash())
     }
 
-    /// Whether changes are buffered that [`Trie::take_writes`] has not taken.
+    /// Whether changes are buffered that neither [`Trie::take_writes`] nor
+    /// [`Trie::hold`] has taken.
     #[must_use]
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
@@ -383,6 +384,26 @@ mod tests {
         *blake3::hash(&i.to_le_bytes()).as_bytes()
     }
 
+    /// Applies one insert (`Some(value)`) or removal to the trie and the model.
+    fn apply_op(
+        trie: &mut Trie,
+        store: &MemStore,
+        model: &mut BTreeMap<Hash, Hash>,
+        k: u64,
+        v: Option<u64>,
+    ) {
+        match v {
+            Some(v) => {
+                trie.insert(store, &h(k), &h(v)).unwrap();
+                model.insert(h(k), h(v));
+            }
+            None => {
+                let was = trie.remove(store, &h(k)).unwrap();
+                assert_eq!(was, model.remove(&h(k)).is_some());
+            }
+        }
+    }
+
     /// Applies `ops` and checks the incremental root against the from-scratch
     /// root after every step, persisting writes as the engine would.
     fn run(ops: &[(u64, Option<u64>)]) -> (Hash, MemStore) {
@@ -390,16 +411,7 @@ mod tests {
         let mut trie = Trie::new(2);
         let mut model = BTreeMap::new();
         for &(k, v) in ops {
-            match v {
-                Some(v) => {
-                    trie.insert(&store, &h(k), &h(v)).unwrap();
-                    model.insert(h(k), h(v));
-                }
-                None => {
-                    let was = trie.remove(&store, &h(k)).unwrap();
-                    assert_eq!(was, model.remove(&h(k)).is_some());
-                }
-            }
+            apply_op(&mut trie, &store, &mut model, k, v);
             let root = trie.root(&store).unwrap();
             store.apply(trie.take_writes());
             let sorted: Vec<_> = model.iter().map(|(a, b)| (*a, *b)).collect();
@@ -467,16 +479,7 @@ mod tests {
         let mut trie = Trie::new(1);
         let mut model = BTreeMap::new();
         for (step, &(k, v)) in ops.iter().enumerate() {
-            match v {
-                Some(v) => {
-                    trie.insert(&store, &h(k), &h(v)).unwrap();
-                    model.insert(h(k), h(v));
-                }
-                None => {
-                    let was = trie.remove(&store, &h(k)).unwrap();
-                    assert_eq!(was, model.remove(&h(k)).is_some());
-                }
-            }
+            apply_op(&mut trie, &store, &mut model, k, v);
             let root = trie.root(&store).unwrap();
             if step % every == 0 {
                 store.apply(trie.take_writes());

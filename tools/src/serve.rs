@@ -157,6 +157,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let fs_config = FsConfig {
         cache: args.cache,
         negative_entries: matches!(args.role, Role::Embedded { .. }),
+        ..FsConfig::default()
     };
     let (engine, core, backend) = match &args.role {
         Role::Embedded { commit } => {
