@@ -34,6 +34,26 @@ fn bench(c: &mut Criterion) {
             store.apply(t.take_writes());
         })
     });
+    // The same with the branches held in memory between batches, as the
+    // engine does since format 2, written every 128 batches.
+    let mut batches = 0u64;
+    c.bench_function("merkle/batch_of_8_updates_held_100k", |b| {
+        b.iter(|| {
+            for _ in 0..8 {
+                v += 1;
+                t.insert(&store, &h(v % 100_000), &h(v)).unwrap();
+                t.root(&store).unwrap();
+            }
+            batches += 1;
+            if batches.is_multiple_of(128) {
+                store.apply(t.take_writes());
+            } else {
+                t.hold();
+            }
+        })
+    });
+    t.root(&store).unwrap();
+    store.apply(t.take_writes());
     c.bench_function("merkle/prove_100k", |b| {
         t.root(&store).unwrap();
         b.iter(|| t.prove(&store, &h(v % 100_000)).unwrap())
