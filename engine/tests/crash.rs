@@ -244,11 +244,6 @@ fn failed_commit_poisons_then_recovers() {
         }
         assert!(seen.contains(&Err(Errno::EIO)), "{seen:?}");
         assert!(h.engine.is_poisoned());
-        // The failed write may have dropped held Merkle branches: no proofs.
-        assert!(matches!(
-            h.engine.prove(Space::Nodes, &ROOT_INO.to_be_bytes()),
-            Err(hsfs_engine::EngineError::Poisoned)
-        ));
         check_reopened(crash_image(&h, None), &list, &seen);
     }
 }

@@ -125,3 +125,30 @@ fn the_branches_are_written_once_enough_are_held() {
     assert_eq!(fresh.status().meta.root, h.root());
     h.fsck();
 }
+
+#[test]
+fn a_failed_flush_keeps_the_held_branches() {
+    let mut h = harness();
+    populate(&mut h, "a");
+    assert!(!h.backend.keys(Space::MerkleDelta).is_empty());
+    h.backend.set_faults(hsfs_engine::store::mem::Faults {
+        fail_commit: Some(1),
+        ..Default::default()
+    });
+    assert!(h.engine.flush_merkle().is_err());
+    // The trie still holds what the store lacks: proofs match the root.
+    let key = R.to_be_bytes();
+    let value = h.backend.get(Space::Nodes, &key).unwrap().unwrap();
+    let proof = h.engine.prove(Space::Nodes, &key).unwrap();
+    proof
+        .verify(
+            &h.root(),
+            Some(&hsfs_engine::keys::record_value_hash(&value)),
+        )
+        .unwrap();
+    // And the store, deltas included, reopens to the same root.
+    let img = Arc::new(h.backend.process_crash_image());
+    let reopened = Engine::open(img.clone(), None).unwrap();
+    assert_eq!(reopened.status().meta.root, h.root());
+    harness_resume(img, reopened, 0, 0).fsck();
+}

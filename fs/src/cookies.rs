@@ -23,7 +23,8 @@ use std::sync::Arc;
 use hsfs_engine::Ino;
 use parking_lot::Mutex;
 
-/// Names remembered by default (about 100 bytes each).
+/// Names remembered by default (about 100 bytes each for short names; see
+/// `FsConfig::cookie_names`).
 pub const DEFAULT_LIMIT: usize = 256 * 1024;
 
 /// The cookie registry of one mount.

@@ -6,6 +6,15 @@ fn h(i: u64) -> [u8; 32] {
     *blake3::hash(&i.to_le_bytes()).as_bytes()
 }
 
+/// What a commit does per batch: several records, one root per op.
+fn eight_updates(t: &mut Trie, store: &MemStore, v: &mut u64) {
+    for _ in 0..8 {
+        *v += 1;
+        t.insert(store, &h(*v % 100_000), &h(*v)).unwrap();
+        t.root(store).unwrap();
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut store = MemStore::default();
     let mut t = Trie::default();
@@ -22,15 +31,11 @@ fn bench(c: &mut Criterion) {
             t.root(&store).unwrap()
         })
     });
-    // What a commit does per batch: several records, one root per op, and
-    // the changed branches handed over for the store's write batch.
+    // A batch, then the changed branches handed over for the store's write
+    // batch.
     c.bench_function("merkle/batch_of_8_updates_with_writes_100k", |b| {
         b.iter(|| {
-            for _ in 0..8 {
-                v += 1;
-                t.insert(&store, &h(v % 100_000), &h(v)).unwrap();
-                t.root(&store).unwrap();
-            }
+            eight_updates(&mut t, &store, &mut v);
             store.apply(t.take_writes());
         })
     });
@@ -39,14 +44,11 @@ fn bench(c: &mut Criterion) {
     let mut batches = 0u64;
     c.bench_function("merkle/batch_of_8_updates_held_100k", |b| {
         b.iter(|| {
-            for _ in 0..8 {
-                v += 1;
-                t.insert(&store, &h(v % 100_000), &h(v)).unwrap();
-                t.root(&store).unwrap();
-            }
+            eight_updates(&mut t, &store, &mut v);
             batches += 1;
             if batches.is_multiple_of(128) {
-                store.apply(t.take_writes());
+                store.apply(t.writes());
+                t.written();
             } else {
                 t.hold();
             }

@@ -290,16 +290,54 @@ impl Trie {
             out.push((p, b));
         }
         for (p, b) in &out {
-            match b {
-                Some(b) if p.depth() <= self.cache_depth => {
-                    self.cache.insert(*p, b.clone());
-                }
-                _ => {
-                    self.cache.remove(p);
-                }
-            }
+            self.cache_written(p, b);
         }
         out
+    }
+
+    /// Like [`Trie::take_writes`], but the changes stay buffered (copied
+    /// out) until [`Trie::written`] says they are stored: a caller whose
+    /// store write fails then calls [`Trie::reset`], which drops only the
+    /// pending changes, and the held ones still match the store.
+    pub fn writes(&self) -> Vec<(NodePath, Option<Branch>)> {
+        assert!(self.stale.is_empty(), "writes before root()");
+        let mut paths: Vec<NodePath> = self
+            .held
+            .keys()
+            .chain(self.pending.keys())
+            .copied()
+            .collect();
+        paths.sort_unstable();
+        paths.dedup();
+        paths
+            .into_iter()
+            .map(|p| {
+                let b = self.pending.get(&p).or_else(|| self.held.get(&p));
+                (p, b.expect("a changed path").clone())
+            })
+            .collect()
+    }
+
+    /// The changes [`Trie::writes`] handed out are stored: forgets them.
+    pub fn written(&mut self) {
+        let held: Vec<_> = self.held.drain().collect();
+        let pending: Vec<_> = self.pending.drain().collect();
+        // Pending after held: it is newer.
+        for (p, b) in held.iter().chain(&pending) {
+            self.cache_written(p, b);
+        }
+    }
+
+    /// Keeps the cache in step with a stored change.
+    fn cache_written(&mut self, p: &NodePath, b: &Option<Branch>) {
+        match b {
+            Some(b) if p.depth() <= self.cache_depth => {
+                self.cache.insert(*p, b.clone());
+            }
+            _ => {
+                self.cache.remove(p);
+            }
+        }
     }
 
     /// Forgets pending changes and cached branches (after a failed batch);
@@ -471,8 +509,8 @@ mod tests {
         }
     }
 
-    /// Like [`run`], but holds the writes of most steps in memory (taking
-    /// them every `every` steps) and, after each step, buffers a junk
+    /// Like [`run`], but holds the writes of most steps in memory (storing
+    /// them with `writes`/`written` every `every` steps) and, after each step, buffers a junk
     /// change and resets it away, as a failed batch would.
     fn run_held(ops: &[(u64, Option<u64>)], every: usize) -> (Hash, MemStore) {
         let mut store = MemStore::default();
@@ -482,7 +520,8 @@ mod tests {
             apply_op(&mut trie, &store, &mut model, k, v);
             let root = trie.root(&store).unwrap();
             if step % every == 0 {
-                store.apply(trie.take_writes());
+                store.apply(trie.writes());
+                trie.written();
             } else {
                 trie.hold();
             }
