@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! STATE_DIR/
-//!   FORMAT      "hsfs-state 2\nworkspace <32 hex digits>\n"
+//!   FORMAT      "hsfs-state 3\nworkspace <32 hex digits>\n"
 //!   lock        flock'ed by the process using the store; holds its pid
 //!   db/         the fjall database
 //! ```
@@ -17,7 +17,10 @@ use crate::types::WorkspaceId;
 /// Format version written by this build (and the only one it reads).
 /// 2: Merkle delta records (`Space::MerkleDelta`); a build that reads 1
 /// would ignore them and compute wrong roots.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: "HWA2" commit-journal records (chunk bytes checked by their hash);
+/// a build that reads 2 would take the first one for the journal's end
+/// and drop the acknowledged commits from there on.
+pub const FORMAT_VERSION: u32 = 3;
 const MAGIC: &str = "hsfs-state";
 
 /// Why a state directory cannot be used.
