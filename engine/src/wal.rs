@@ -534,6 +534,15 @@ mod tests {
         .unwrap();
     }
 
+    /// A new journal of two `size`-byte files, ready for appends.
+    fn recovered(size: u64) -> (tempfile::TempDir, Arc<dyn Backend>, Wal) {
+        let d = tempfile::tempdir().unwrap();
+        let b: Arc<dyn Backend> = Arc::new(MemBackend::new());
+        let (mut w, _) = Wal::open(d.path(), size, b.clone()).unwrap();
+        w.recovered();
+        (d, b, w)
+    }
+
     /// The first byte of each record's first chunk.
     fn ids(records: &[Record]) -> Vec<u8> {
         records.iter().map(|r| r.chunks[0].1[0]).collect()
@@ -568,10 +577,7 @@ mod tests {
 
     #[test]
     fn torn_tail_is_ignored() {
-        let d = tempfile::tempdir().unwrap();
-        let b: Arc<dyn Backend> = Arc::new(MemBackend::new());
-        let (mut w, _) = Wal::open(d.path(), 1 << 20, b.clone()).unwrap();
-        w.recovered();
+        let (d, b, mut w) = recovered(1 << 20);
         append(&mut w, 1, 100, true);
         append(&mut w, 2, 100, true);
         // Tear the second record.
@@ -591,10 +597,7 @@ mod tests {
     /// chunk) must still end the journal there.
     #[test]
     fn a_chunk_not_wholly_written_tears_its_record() {
-        let d = tempfile::tempdir().unwrap();
-        let b: Arc<dyn Backend> = Arc::new(MemBackend::new());
-        let (mut w, _) = Wal::open(d.path(), 1 << 20, b.clone()).unwrap();
-        w.recovered();
+        let (d, b, mut w) = recovered(1 << 20);
         for n in 1..=3 {
             append(&mut w, n, 10_000, true);
         }
