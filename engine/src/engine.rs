@@ -809,6 +809,13 @@ impl<'e> Batch<'e> {
     }
 
     /// Buffers a chunk the caller has verified against `hash`.
+    ///
+    /// IMPORTANT: `hash` must be the BLAKE3 hash of `data` (take both from
+    /// a [`crate::chunks::Payload`], which is only built by hashing or
+    /// verifying). The commit journal does not checksum chunk bytes: its
+    /// reader takes a chunk that does not hash to its address for a torn
+    /// record and ends the journal there, so a wrong pair would lose the
+    /// commits from that batch on after a crash. Debug builds assert it.
     pub fn put_chunk(&mut self, hash: Hash, data: impl Into<crate::store::Value>) {
         let data = data.into();
         self.txn.put(Space::Chunks, hash.to_vec(), data);
