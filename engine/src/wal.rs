@@ -28,9 +28,14 @@
 //! Record: `magic u32 ‖ generation u64 ‖ length u32 ‖ xxh3 u64 ‖ payload`,
 //! little endian, magic "HWA2". Payload: the entries as a postcard
 //! `Vec<LogEntry>`, then each chunk as `hash [32] ‖ length u32 ‖ bytes`.
-//! The checksum covers the generation, the length, the entries and each
+//! The checksum covers the generation, the length, the checksum of the
+//! record before it in the file (0 for the first), the entries and each
 //! chunk's hash and length, but not the chunk bytes: those must hash to
-//! their BLAKE3 address. So every byte is checked, the writer hashes a
+//! their BLAKE3 address. The chaining makes a record valid only after the
+//! record it was written after: a run that reuses a generation (its
+//! predecessor's first record in file 0 was torn, so recovery never saw
+//! that generation) cannot have the older run's later records read as
+//! successors of its own. So every byte is checked, the writer hashes a
 //! megabyte of data once (for its address, on the FUSE thread) rather than
 //! twice, and the record is written with `pwritev` straight from the
 //! chunks' buffers instead of being copied into one record buffer first.
@@ -113,10 +118,11 @@ fn chunk_len(data: &[u8]) -> u32 {
 
 impl Record {
     /// Decodes a payload; `None` if it is malformed. Also returns the
-    /// checksum a record of `generation` carries for it.
-    fn decode(generation: u64, payload: &[u8]) -> Option<(Record, u64)> {
+    /// checksum a record of `generation` written after a record with
+    /// checksum `prev` carries for it.
+    fn decode(generation: u64, prev: u64, payload: &[u8]) -> Option<(Record, u64)> {
         let (entries, mut rest) = postcard::take_from_bytes::<Vec<LogEntry>>(payload).ok()?;
-        let mut sum = Sum::new(generation, payload.len());
+        let mut sum = Sum::new(generation, payload.len(), prev);
         sum.0.update(&payload[..payload.len() - rest.len()]);
         let mut chunks = Vec::new();
         while !rest.is_empty() {
@@ -156,6 +162,9 @@ pub struct Wal {
     lens: [u64; 2],
     active: usize,
     pos: u64,
+    /// Checksum of the last record written in the active file (0 before
+    /// its first): the next record's checksum covers it.
+    prev: u64,
     generation: u64,
     shared: Arc<Shared>,
     /// Files to checkpoint (None once dropping).
@@ -191,6 +200,7 @@ fn scan(file: &File) -> std::io::Result<(u64, Vec<Record>)> {
     let mut records = Vec::new();
     let mut generation = None;
     let mut pos = 0u64;
+    let mut prev = 0u64;
     let mut head = [0u8; HEADER];
     while pos + HEADER as u64 <= len {
         file.read_exact_at(&mut head, pos)?;
@@ -203,7 +213,7 @@ fn scan(file: &File) -> std::io::Result<(u64, Vec<Record>)> {
         }
         let mut payload = vec![0u8; n as usize];
         file.read_exact_at(&mut payload, pos + HEADER as u64)?;
-        let Some((r, expected)) = Record::decode(g, &payload) else {
+        let Some((r, expected)) = Record::decode(g, prev, &payload) else {
             break;
         };
         // IMPORTANT: the checksum skips the chunk bytes; a chunk whose
@@ -218,21 +228,24 @@ fn scan(file: &File) -> std::io::Result<(u64, Vec<Record>)> {
             break;
         }
         generation = Some(g);
+        prev = sum;
         records.push(r);
         pos += HEADER as u64 + n;
     }
     Ok((generation.unwrap_or(0), records))
 }
 
-/// A record's checksum: xxh3 over its generation and payload length, then
-/// (fed by the caller) its entries and chunk headers.
+/// A record's checksum: xxh3 over its generation, payload length and the
+/// previous record's checksum, then (fed by the caller) its entries and
+/// chunk headers.
 struct Sum(xxhash_rust::xxh3::Xxh3);
 
 impl Sum {
-    fn new(generation: u64, len: usize) -> Sum {
+    fn new(generation: u64, len: usize, prev: u64) -> Sum {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         h.update(&generation.to_le_bytes());
         h.update(&(len as u32).to_le_bytes());
+        h.update(&prev.to_le_bytes());
         Sum(h)
     }
 }
@@ -384,6 +397,7 @@ impl Wal {
                 // Start a fresh generation on file 0 after recovery.
                 active: 0,
                 pos: 0,
+                prev: 0,
                 generation: max_gen + 1,
                 shared,
                 checkpoint: Some(tx),
@@ -456,16 +470,18 @@ impl Wal {
         }
         // The checksum covers the entries and the chunk headers in the
         // order they are written; the chunk bytes are left to their hashes.
-        let mut sum = Sum::new(self.generation, n);
+        let mut sum = Sum::new(self.generation, n, self.prev);
         sum.0.update(&buf[HEADER..]);
+        let sum = sum.0.digest();
         buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         buf[4..12].copy_from_slice(&self.generation.to_le_bytes());
         buf[12..16].copy_from_slice(&len.to_le_bytes());
-        buf[16..24].copy_from_slice(&sum.0.digest().to_le_bytes());
+        buf[16..24].copy_from_slice(&sum.to_le_bytes());
         let (f, p) = (&self.files[self.active], &self.paths[self.active]);
         let mut slices = r.slices(buf, heads);
         write_all_vectored_at(f, &mut slices, self.pos).map_err(io(p))?;
         self.pos += need;
+        self.prev = sum;
         if sync {
             // IMPORTANT: the commit point. Acks wait for this; the blocks
             // exist already, so only our data is flushed.
@@ -499,6 +515,7 @@ impl Wal {
         }
         self.active = next;
         self.pos = 0;
+        self.prev = 0;
         self.generation += 1;
         if need > self.lens[next] {
             // A record larger than a file (a huge batch): grow this one.
@@ -618,5 +635,34 @@ mod tests {
             [1],
             "the torn record and those after it are dropped"
         );
+    }
+
+    /// A crash can leave a file whose first record is torn while later ones
+    /// of the same generation reached the disk (writeback order). The next
+    /// run then finds no record of that generation, reuses it for file 0,
+    /// and may write a first record of exactly the torn one's length: the
+    /// stale records after it must still not be read as its successors.
+    #[test]
+    fn stale_records_of_a_reused_generation_are_not_read() {
+        let (d, b, mut w) = recovered(1 << 20);
+        for n in 1..=3 {
+            append(&mut w, n, 1000, true);
+        }
+        drop(w);
+        // Tear the first record (damage its chunk's bytes).
+        let f = OpenOptions::new()
+            .write(true)
+            .open(d.path().join("0.wal"))
+            .unwrap();
+        f.write_all_at(&[0xee; 8], (HEADER + 1 + CHUNK_HEAD + 500) as u64)
+            .unwrap();
+        let (mut w, got) = Wal::open(d.path(), 1 << 20, b.clone()).unwrap();
+        assert!(got.is_empty());
+        w.recovered();
+        // Same generation again, a first record of the same length.
+        append(&mut w, 9, 1000, true);
+        drop(w);
+        let (_, got) = Wal::open(d.path(), 1 << 20, b).unwrap();
+        assert_eq!(ids(&got), [9], "records 2 and 3 belong to the torn run");
     }
 }
