@@ -170,7 +170,7 @@ pub struct Ctx<'a> {
     run: usize,
     target: &'a Target,
     outcomes: Vec<Outcome>,
-    /// The serving process's CPU seconds when the current workload began
+    /// The serving process's CPU time when the current workload began
     /// (the previous one's end).
     cpu_mark: Option<Duration>,
 }
