@@ -155,9 +155,14 @@ fn mount_bench_runs_on_all_targets() {
             "seq_read:",
             "git_clone:",
             "create_8p:",
-            "fdatasync floor",
+            "Disk floors in",
+            "append 1 MiB (new blocks) + fdatasync",
         ],
     );
+    for key in ["new_blocks_p50_us", "overwrite_p50_us"] {
+        let p50 = v["mib_sync_floor"][key].as_f64();
+        assert!(p50.is_some_and(|x| x > 0.0), "{key}: {p50:?}");
+    }
     // Every workload table has a figure for each of the four targets.
     let tables = v["tables"].as_array().expect("tables");
     let mut workloads = 0;

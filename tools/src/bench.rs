@@ -186,6 +186,42 @@ pub fn fdatasync_floor(dir: &Path, n: usize) -> std::io::Result<Samples> {
     Ok(s)
 }
 
+/// p50/p99 of making 1 MiB durable on the filesystem of `dir`, each
+/// `pwrite` of 1 MiB followed by `fdatasync`, `n` times: into blocks the
+/// file did not have (`overwrite` false: the file grows, as a new file's
+/// data must) or over blocks already written and synced (`overwrite`
+/// true: what a pre-written journal costs). The floor of a filesystem
+/// that makes each 1 MiB `write` durable before it returns.
+pub fn mib_sync_floor(dir: &Path, n: usize, overwrite: bool) -> std::io::Result<Samples> {
+    use std::os::unix::fs::FileExt;
+    const MIB: usize = 1 << 20;
+    let path = dir.join(".hsfs-bench-mib-sync");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let mut block = vec![0; MIB];
+    populate::fill(&mut block, n as u64 ^ u64::from(overwrite));
+    if overwrite {
+        for i in 0..n {
+            f.write_all_at(&block, (i * MIB) as u64)?;
+        }
+        f.sync_all()?;
+    }
+    let mut s = Samples::default();
+    for i in 0..n {
+        let t = Instant::now();
+        f.write_all_at(&block, (i * MIB) as u64)?;
+        f.sync_data()?;
+        s.push(t.elapsed());
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(s)
+}
+
 /// A table printer that also collects rows as JSON.
 pub struct Table {
     title: String,

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Samples, fdatasync_floor};
-use report::{Outcome, Report};
+use super::{Samples, fdatasync_floor, mib_sync_floor};
+use report::{Floors, Outcome, Report};
 use targets::{Scratch, Target};
 
 pub use parallel::{WorkerArgs, worker};
@@ -274,8 +274,15 @@ pub fn run(args: MountArgs) -> Result<()> {
         signal_hook::flag::register(sig, stop.clone())?;
     }
     let scratch = Scratch::new(&args.dir, "hsfs-bench-mount-")?;
-    let floor = fdatasync_floor(scratch.path(), ((2000.0 * args.scale) as usize).max(200))
-        .context("measuring the fdatasync floor")?;
+    let mibs = ((128.0 * args.scale) as usize).max(8);
+    let floors = Floors {
+        small: fdatasync_floor(scratch.path(), ((2000.0 * args.scale) as usize).max(200))
+            .context("measuring the fdatasync floor")?,
+        mib_new: mib_sync_floor(scratch.path(), mibs, false)
+            .context("measuring the floor of a durable MiB")?,
+        mib_overwrite: mib_sync_floor(scratch.path(), mibs, true)
+            .context("measuring the floor of a durable MiB")?,
+    };
     let env = Env {
         scale: args.scale,
         exe: std::env::current_exe()?,
@@ -292,7 +299,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         },
     };
     let mut targets = targets::setup(scratch.path(), &args.hsfs_init_args, &args.hsfs_args)?;
-    let mut report = Report::new(&targets, &floor, scratch.path(), &args);
+    let mut report = Report::new(&targets, floors, scratch.path(), &args);
     for t in &targets {
         eprintln!("target {:<15} {}", t.name, t.root.display());
     }

@@ -28,6 +28,17 @@ const MUTATIONS: &[&str] = &[
     "append",
 ];
 
+/// The disk's floors, measured in the scratch directory (where the hsfs
+/// state lives) before the workloads.
+pub struct Floors {
+    /// A 100-byte append + `fdatasync`: the floor of any durable commit.
+    pub small: Samples,
+    /// 1 MiB written into new blocks + `fdatasync`.
+    pub mib_new: Samples,
+    /// 1 MiB written over written blocks + `fdatasync`.
+    pub mib_overwrite: Samples,
+}
+
 /// One workload's outcome in one run on one target.
 pub struct Outcome {
     pub name: &'static str,
@@ -95,6 +106,8 @@ struct StoreRow {
 pub struct Report {
     targets: Vec<(&'static str, String)>,
     floor: Samples,
+    mib_new: Samples,
+    mib_overwrite: Samples,
     config: Value,
     runs: usize,
     scale: f64,
@@ -107,13 +120,15 @@ pub struct Report {
 
 impl Report {
     #[must_use]
-    pub fn new(targets: &[Target], floor: &Samples, scratch: &Path, args: &MountArgs) -> Report {
+    pub fn new(targets: &[Target], floors: Floors, scratch: &Path, args: &MountArgs) -> Report {
         Report {
             targets: targets
                 .iter()
                 .map(|t| (t.name, t.root.display().to_string()))
                 .collect(),
-            floor: floor.clone(),
+            floor: floors.small,
+            mib_new: floors.mib_new,
+            mib_overwrite: floors.mib_overwrite,
             config: json!({
                 "dir": scratch.display().to_string(),
                 "runs": args.runs,
@@ -230,19 +245,29 @@ impl Report {
     fn floor_table(&self) -> Table {
         let mut t = Table::new(
             &format!(
-                "fdatasync floor: append 100 B + fdatasync in {}",
+                "Disk floors in {} (fdatasync after each write)",
                 self.config["dir"].as_str().unwrap_or("?")
             ),
             &["measure", "n", "p50 us", "p99 us"],
         );
-        t.row(
-            "append 100 B + fdatasync",
-            &[
-                ("n", json!(self.floor.len())),
-                ("p50_us", num(us(self.floor.p50()))),
-                ("p99_us", num(us(self.floor.p99()))),
-            ],
-        );
+        let rows = [
+            ("append 100 B + fdatasync", &self.floor),
+            ("append 1 MiB (new blocks) + fdatasync", &self.mib_new),
+            (
+                "overwrite 1 MiB (written blocks) + fdatasync",
+                &self.mib_overwrite,
+            ),
+        ];
+        for (name, s) in rows {
+            t.row(
+                name,
+                &[
+                    ("n", json!(s.len())),
+                    ("p50_us", latency(s, Samples::p50)),
+                    ("p99_us", latency(s, Samples::p99)),
+                ],
+            );
+        }
         t
     }
 
@@ -433,6 +458,10 @@ impl Report {
                 "n": self.floor.len(),
                 "p50_us": us(self.floor.p50()),
                 "p99_us": us(self.floor.p99()),
+            },
+            "mib_sync_floor": {
+                "new_blocks_p50_us": (!self.mib_new.is_empty()).then(|| us(self.mib_new.p50())),
+                "overwrite_p50_us": (!self.mib_overwrite.is_empty()).then(|| us(self.mib_overwrite.p50())),
             },
             "tables": self.tables().iter().map(Table::to_json).collect::<Vec<_>>(),
             "runs": self.raw,
