@@ -360,7 +360,7 @@ fn read_u64(b: &dyn Backend, key: &[u8]) -> Result<Option<u64>, EngineError> {
     }
 }
 
-fn load_meta(b: &dyn Backend) -> Result<Option<(WorkspaceId, Meta)>, EngineError> {
+pub(crate) fn load_meta(b: &dyn Backend) -> Result<Option<(WorkspaceId, Meta)>, EngineError> {
     let Some(ws) = b.get(Space::Meta, meta::WORKSPACE)? else {
         return Ok(None);
     };
@@ -511,6 +511,11 @@ impl Engine {
                 "FORMAT names workspace {} but the store holds {workspace}",
                 d.workspace()
             )));
+        }
+        if backend.get(Space::Meta, meta::MERKLE_REBUILD)?.is_some() {
+            return Err(EngineError::Corrupt(
+                "a rebuild of the merkle branches was interrupted: run `hsfs-fsck --rebuild-merkle` on the state directory again".into(),
+            ));
         }
         let mut trie = Trie::default();
         let deltas = fold_merkle_deltas(&*backend, &mut trie, &meta.root)?;

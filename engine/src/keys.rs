@@ -210,4 +210,7 @@ pub mod meta {
     pub const NODES: &[u8] = b"node_count";
     /// Sum of regular file sizes (u64 BE).
     pub const BYTES: &[u8] = b"logical_bytes";
+    /// Present while a Merkle rebuild ([`crate::repair`]) is rewriting
+    /// the branches: the store is not opened until one completes.
+    pub const MERKLE_REBUILD: &[u8] = b"merkle_rebuild";
 }

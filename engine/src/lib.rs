@@ -24,6 +24,7 @@ pub mod keys;
 pub mod op;
 pub mod read;
 pub mod records;
+pub mod repair;
 pub mod statedir;
 pub mod store;
 pub mod trace;

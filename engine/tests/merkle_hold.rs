@@ -8,8 +8,9 @@ use std::sync::Arc;
 use common::*;
 use hsfs_engine::Engine;
 use hsfs_engine::engine::MERKLE_HOLD_DELTAS;
-use hsfs_engine::keys::Space;
-use hsfs_engine::store::Backend;
+use hsfs_engine::keys::{Space, meta};
+use hsfs_engine::repair;
+use hsfs_engine::store::{Backend, BatchItem, KvIter, StoreError, Value};
 
 const R: u64 = hsfs_engine::ROOT_INO;
 
@@ -151,4 +152,154 @@ fn a_failed_flush_keeps_the_held_branches() {
     let reopened = Engine::open(img.clone(), None).unwrap();
     assert_eq!(reopened.status().meta.root, h.root());
     harness_resume(img, reopened, 0, 0).fsck();
+}
+
+/// The store image after `populate`, with the last delta record damaged
+/// (so opening it is refused), and the damaged key.
+fn damaged_delta_image(h: &mut H) -> Arc<hsfs_engine::store::mem::MemBackend> {
+    populate(h, "a");
+    let key = h.backend.keys(Space::MerkleDelta).pop().unwrap();
+    let mut v = h
+        .backend
+        .get(Space::MerkleDelta, &key)
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    v[40] ^= 1;
+    let img = h.backend.process_crash_image();
+    img.corrupt(Space::MerkleDelta, &key, Some(v));
+    Arc::new(img)
+}
+
+#[test]
+fn a_rebuild_mends_a_corrupt_delta() {
+    let mut h = harness();
+    let img = damaged_delta_image(&mut h);
+    assert!(Engine::open(img.clone(), None).is_err(), "refused before");
+    let r = repair::rebuild_merkle(&*img).unwrap();
+    assert!(r.deltas > 0 && r.branches > 0, "{r:?}");
+    assert_eq!(r.root, hex::encode(h.root()));
+    assert!(img.keys(Space::MerkleDelta).is_empty());
+    // The mended store opens at the same root and goes on like the
+    // original.
+    let reopened = Engine::open(img.clone(), None).unwrap();
+    assert_eq!(reopened.status().meta.root, h.root());
+    let now = h.clock.0.load(std::sync::atomic::Ordering::Relaxed);
+    let mut h2 = harness_resume(img, reopened, now, h.seq);
+    h2.fsck();
+    populate(&mut h, "b");
+    populate(&mut h2, "b");
+    assert_eq!(h2.root(), h.root());
+    h2.fsck();
+}
+
+#[test]
+fn a_rebuild_replaces_stale_branches() {
+    let mut h = harness();
+    populate(&mut h, "a");
+    h.fsck(); // writes the held branches: no delta records left
+    let branches = h.backend.keys(Space::Merkle);
+    let img = Arc::new(h.backend.process_crash_image());
+    // One branch damaged, one gone, one that belongs to no trie.
+    let v = img.get(Space::Merkle, &branches[0]).unwrap().unwrap();
+    let mut bad = v.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    img.corrupt(Space::Merkle, &branches[0], Some(bad));
+    img.corrupt(Space::Merkle, &branches[1], None);
+    img.corrupt(Space::Merkle, b"not a branch", Some(v.to_vec()));
+    let damaged = Engine::open(img.clone(), None).unwrap();
+    let report = hsfs_engine::fsck::check(&damaged, &mut |_, _| {}).unwrap();
+    assert!(!report.is_clean(), "fsck sees the damage");
+    drop(damaged);
+    let r = repair::rebuild_merkle(&*img).unwrap();
+    assert_eq!(r.stale_branches, 1, "{r:?}");
+    assert_eq!(r.branches as usize, branches.len());
+    assert_eq!(img.keys(Space::Merkle), branches);
+    let mended = Engine::open(img, None).unwrap();
+    let report = hsfs_engine::fsck::check(&mended, &mut |_, _| {}).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.problems);
+}
+
+#[test]
+fn a_rebuild_refuses_records_that_differ_and_writes_nothing() {
+    let mut h = harness();
+    let img = damaged_delta_image(&mut h);
+    // A node record changed behind the log's back: new branches cannot
+    // make the store agree with the committed root.
+    let key = img.keys(Space::Nodes).pop().unwrap();
+    let mut v = img.get(Space::Nodes, &key).unwrap().unwrap().to_vec();
+    v[0] ^= 1;
+    img.corrupt(Space::Nodes, &key, Some(v));
+    let merkle = (img.keys(Space::Merkle), img.keys(Space::MerkleDelta));
+    let err = repair::rebuild_merkle(&*img).unwrap_err();
+    assert!(err.to_string().contains("the records give root"), "{err}");
+    assert_eq!(
+        (img.keys(Space::Merkle), img.keys(Space::MerkleDelta)),
+        merkle
+    );
+    assert!(
+        img.get(Space::Meta, meta::MERKLE_REBUILD)
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A backend whose `fail_at`-th commit (from 1) fails.
+struct Cut {
+    inner: Arc<hsfs_engine::store::mem::MemBackend>,
+    commits: std::sync::atomic::AtomicUsize,
+    fail_at: usize,
+}
+
+impl Backend for Cut {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Value>, StoreError> {
+        self.inner.get(space, key)
+    }
+    fn range(
+        &self,
+        space: Space,
+        lo: std::ops::Bound<Vec<u8>>,
+        hi: std::ops::Bound<Vec<u8>>,
+    ) -> KvIter<'_> {
+        self.inner.range(space, lo, hi)
+    }
+    fn commit(&self, items: Vec<BatchItem>, sync: bool) -> Result<(), StoreError> {
+        let n = 1 + self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n == self.fail_at {
+            return Err(StoreError::Injected("cut"));
+        }
+        self.inner.commit(items, sync)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        self.inner.sync()
+    }
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
+    fn disk_space(&self) -> Option<u64> {
+        None
+    }
+}
+
+#[test]
+fn a_rebuild_cut_short_is_refused_on_open_until_run_again() {
+    let mut h = harness();
+    let img = damaged_delta_image(&mut h);
+    // The marker (commit 1) is written, the branches (commit 2) are not.
+    let cut = Cut {
+        inner: img.clone(),
+        commits: Default::default(),
+        fail_at: 2,
+    };
+    assert!(repair::rebuild_merkle(&cut).is_err());
+    let err = Engine::open(img.clone(), None).err().expect("refused");
+    assert!(err.to_string().contains("rebuild"), "{err}");
+    repair::rebuild_merkle(&*img).unwrap();
+    let mended = Engine::open(img, None).unwrap();
+    assert_eq!(mended.status().meta.root, h.root());
+    let report = hsfs_engine::fsck::check(&mended, &mut |_, _| {}).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.problems);
 }

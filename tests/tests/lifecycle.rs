@@ -274,19 +274,39 @@ fn status_and_log() {
 
 #[test]
 fn fsck_exit_codes() {
-    let w = Workspace::new();
-    // Locked by the running mount: unusable input.
-    let o = Command::new(bin("hsfs-fsck"))
-        .arg(&w.state)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+    let mut w = Workspace::new();
+    // Locked by the running mount: unusable input, for a check and for a
+    // rebuild alike.
+    for rebuild in [false, true] {
+        let o = Command::new(bin("hsfs-fsck"))
+            .args(rebuild.then_some("--rebuild-merkle"))
+            .arg(&w.state)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+    }
     let o = Command::new(bin("hsfs-fsck"))
         .arg(w.dir.path())
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+    // Unmounted: the rebuild rewrites the branches of the store's root,
+    // then the check runs on the result.
+    for i in 0..50 {
+        std::fs::write(w.path(&format!("f{i}")), format!("file {i}")).unwrap();
+    }
+    w.unmount();
+    let o = Command::new(bin("hsfs-fsck"))
+        .args(["--rebuild-merkle", "--json"])
+        .arg(&w.state)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["clean"], true, "{v:#}");
+    assert_eq!(v["rebuilt_merkle"]["root"], v["stats"]["root_computed"]);
+    assert!(v["rebuilt_merkle"]["records"].as_u64() > Some(100), "{v:#}");
 }
 
 #[test]

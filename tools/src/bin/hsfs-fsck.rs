@@ -1,6 +1,8 @@
-//! `hsfs-fsck STATE_DIR [--json] [--proof PATH]`: verify a store.
+//! `hsfs-fsck STATE_DIR [--json] [--proof PATH] [--rebuild-merkle]`:
+//! verify a store, after rebuilding its Merkle branches if asked.
 //!
-//! Exit status: 0 clean, 1 problems found, 2 unusable input (not a state
+//! Exit status: 0 clean, 1 problems found (or a rebuild refused: the
+//! records differ from what was committed), 2 unusable input (not a state
 //! directory, locked by a running process, unknown format, I/O failure).
 
 use std::io::IsTerminal;
@@ -8,8 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hsfs_engine::fsck;
-use hsfs_engine::{Engine, EngineOptions};
+use hsfs_engine::{Engine, EngineError, EngineOptions};
+use hsfs_engine::{fsck, repair};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -28,11 +30,44 @@ struct Cli {
     /// Also prove PATH (from the workspace root) against the root.
     #[arg(long)]
     proof: Option<String>,
+    /// First rebuild the Merkle branches and delta records (derived data)
+    /// from the records, if the records give the committed root; then
+    /// verify. For a store refused on open with "the merkle deltas give
+    /// root X but the store's root is Y", or reported with stale or
+    /// missing branches.
+    #[arg(long)]
+    rebuild_merkle: bool,
 }
 
 fn main() -> ExitCode {
     hsfs_tools::init_logging();
     let cli = Cli::parse();
+    let rebuilt = if cli.rebuild_merkle {
+        match repair::rebuild_merkle_dir(&cli.state_dir, &EngineOptions::default()) {
+            Ok(r) => {
+                if !cli.json {
+                    println!(
+                        "rebuilt the merkle branches: records {}, branches written {}, stale branches removed {}, delta records removed {}; root {}",
+                        r.records, r.branches, r.stale_branches, r.deltas, r.root
+                    );
+                }
+                Some(r)
+            }
+            Err(e) => {
+                eprintln!(
+                    "hsfs-fsck: {}: cannot rebuild the merkle branches: {e}",
+                    cli.state_dir.display()
+                );
+                return ExitCode::from(if matches!(e, EngineError::Corrupt(_)) {
+                    1
+                } else {
+                    2
+                });
+            }
+        }
+    } else {
+        None
+    };
     let engine = match Engine::open_dir(&cli.state_dir, &EngineOptions::default()) {
         Ok(e) => e,
         Err(e) => {
@@ -101,6 +136,9 @@ fn main() -> ExitCode {
         if let Some((pp, verified)) = &proof {
             v["proof"] = json!(pp);
             v["proof_verified"] = json!(verified.is_ok());
+        }
+        if let Some(r) = &rebuilt {
+            v["rebuilt_merkle"] = json!(r);
         }
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
