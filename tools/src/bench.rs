@@ -222,6 +222,54 @@ pub fn mib_sync_floor(dir: &Path, n: usize, overwrite: bool) -> std::io::Result<
     Ok(s)
 }
 
+/// The alignment of an [`AlignedBlock`]: a page.
+const ALIGN: usize = 4096;
+
+/// Bytes of an [`AlignedBlock`].
+pub const ALIGNED_BLOCK: usize = 1 << 20;
+
+/// A 1 MiB block buffer that starts on a page boundary, as `dd` and `fio`
+/// allocate theirs. Why: the kernel's FUSE write path packs at most
+/// `max_pages` (256) of the caller's pages into one request, so a 1 MiB
+/// write from an unaligned buffer (a plain `Vec`, 16 bytes into a page)
+/// spans 257 pages and reaches the server as two requests (1046368 +
+/// 2208 bytes, seen in hsfs's log): the workload would no longer be
+/// "1 MiB blocks" at the filesystem, and each write would cost a
+/// filesystem that commits every request durably two commits.
+pub struct AlignedBlock {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBlock {
+    /// A block of zeros.
+    #[must_use]
+    pub fn zeroed() -> AlignedBlock {
+        let buf = vec![0; ALIGNED_BLOCK + ALIGN];
+        let start = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
+        AlignedBlock { buf, start }
+    }
+
+    /// A copy of `content` (1 MiB).
+    #[must_use]
+    pub fn new(content: &[u8]) -> AlignedBlock {
+        let mut b = AlignedBlock::zeroed();
+        b.get_mut().copy_from_slice(content);
+        b
+    }
+
+    /// The block's bytes.
+    #[must_use]
+    pub fn get(&self) -> &[u8] {
+        &self.buf[self.start..self.start + ALIGNED_BLOCK]
+    }
+
+    /// The block's bytes, to change.
+    pub fn get_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + ALIGNED_BLOCK]
+    }
+}
+
 /// A table printer that also collects rows as JSON.
 pub struct Table {
     title: String,

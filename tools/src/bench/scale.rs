@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use super::mount::git;
 use super::mount::targets::{Mount, Scratch, drop_caches, keep_logs, tree_usage};
 use super::populate::{Shape, fill, new_store, populate};
-use super::{Table, num};
+use super::{AlignedBlock, Table, num};
 
 const MIB: u64 = 1 << 20;
 const BLOCK: usize = 1 << 20;
@@ -701,13 +701,14 @@ fn fresh_store(cx: &Cx, name: &str) -> Result<PathBuf> {
 /// returns the time spent in write(2) and fsync.
 fn write_big(path: &Path, blocks: u64, stop: &AtomicBool) -> Result<Duration> {
     let mut f = File::create_new(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut buf = vec![0; BLOCK];
+    // Page-aligned, as the mount bench's seq_write: one request per write.
+    let mut buf = AlignedBlock::zeroed();
     let mut busy = Duration::ZERO;
     for i in 0..blocks {
         ensure!(!stop.load(Ordering::Relaxed), "interrupted");
-        fill(&mut buf, BIG_SEED ^ i);
+        fill(buf.get_mut(), BIG_SEED ^ i);
         let t = Instant::now();
-        f.write_all(&buf)
+        f.write_all(buf.get())
             .with_context(|| format!("writing block {i}"))?;
         busy += t.elapsed();
     }
@@ -726,18 +727,18 @@ fn write_big(path: &Path, blocks: u64, stop: &AtomicBool) -> Result<Duration> {
 /// Reads the big file back, comparing every block; the time in read(2).
 fn read_big(path: &Path, blocks: u64, stop: &AtomicBool) -> Result<Duration> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let (mut got, mut want) = (vec![0; BLOCK], vec![0; BLOCK]);
+    let (mut got, mut want) = (AlignedBlock::zeroed(), vec![0; BLOCK]);
     let mut busy = Duration::ZERO;
     for i in 0..blocks {
         ensure!(!stop.load(Ordering::Relaxed), "interrupted");
         let t = Instant::now();
-        f.read_exact(&mut got)
+        f.read_exact(got.get_mut())
             .with_context(|| format!("reading block {i}"))?;
         busy += t.elapsed();
         fill(&mut want, BIG_SEED ^ i);
-        ensure!(got == want, "block {i} differs from what was written");
+        ensure!(got.get() == want, "block {i} differs from what was written");
     }
-    ensure!(f.read(&mut got)? == 0, "data past the end of the file");
+    ensure!(f.read(got.get_mut())? == 0, "data past the end of the file");
     Ok(busy)
 }
 

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, ensure};
 
 use super::targets::drop_caches;
 use super::{Ctx, Group, Measurement, Spec, Unit};
-use crate::bench::Samples;
 use crate::bench::populate::fill;
+use crate::bench::{AlignedBlock, Samples};
 
 const PAGE: usize = 4096;
 const BLOCK: usize = 1 << 20;
@@ -407,37 +407,6 @@ fn seq(cx: &mut Ctx) -> Result<()> {
     cx.record("seq_read", seq_read(&path, blocks, &template))
 }
 
-/// A 1 MiB block buffer that starts on a page boundary, as `dd` and `fio`
-/// allocate theirs. Why: the kernel's FUSE write path packs at most
-/// `max_pages` (256) of the caller's pages into one request, so a 1 MiB
-/// write from an unaligned buffer (a plain `Vec`, 16 bytes into a page)
-/// spans 257 pages and reaches the server as two requests (1046368 +
-/// 2208 bytes, seen in hsfs's log): the workload would no longer be
-/// "1 MiB blocks" at the filesystem, and each write would cost a
-/// filesystem that commits every request durably two commits.
-struct AlignedBlock {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl AlignedBlock {
-    fn new(content: &[u8]) -> AlignedBlock {
-        assert_eq!(content.len(), BLOCK);
-        let mut buf = vec![0; BLOCK + PAGE];
-        let start = (PAGE - buf.as_ptr() as usize % PAGE) % PAGE;
-        buf[start..start + BLOCK].copy_from_slice(content);
-        AlignedBlock { buf, start }
-    }
-
-    fn get(&self) -> &[u8] {
-        &self.buf[self.start..self.start + BLOCK]
-    }
-
-    fn get_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..self.start + BLOCK]
-    }
-}
-
 /// Turns the template into block `i`: each 64 KiB piece gets a distinct
 /// stamp, so no two chunks of the file are equal (no dedupe shortcut).
 fn stamp(block: &mut [u8], i: usize) {
@@ -473,7 +442,7 @@ fn seq_write(path: &Path, blocks: usize, template: &[u8]) -> Result<Measurement>
 fn seq_read(path: &Path, blocks: usize, template: &[u8]) -> Result<Measurement> {
     drop_caches()?;
     let mut f = File::open(path)?;
-    let mut buf = AlignedBlock::new(&vec![0; BLOCK]);
+    let mut buf = AlignedBlock::zeroed();
     let mut want = template.to_vec();
     let mut lat = Samples::default();
     let mut busy = Duration::ZERO;
