@@ -415,8 +415,17 @@ impl Engine {
     /// recovering from its commit journal if it has one.
     pub fn open_dir(path: &Path, opts: &EngineOptions) -> Result<Engine, EngineError> {
         let dir = StateDir::open(path)?;
-        let journal = dir.journal_path();
         let backend = Arc::new(FjallBackend::open(&dir.db_path(), &opts.fjall)?);
+        Self::open_locked(dir, backend)
+    }
+
+    /// Opens the store of a locked state directory (`backend` opened from
+    /// its `db`), with its commit journal if it has one.
+    pub(crate) fn open_locked(
+        dir: StateDir,
+        backend: Arc<FjallBackend>,
+    ) -> Result<Engine, EngineError> {
+        let journal = dir.journal_path();
         let e = Self::open(backend, Some(dir))?;
         e.attach_journal(&journal, None)?;
         Ok(e)

@@ -13,20 +13,45 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
 
 use hsfs_merkle::{branches_from_sorted, root_from_sorted};
 use serde::Serialize;
 
-use crate::engine::{EngineError, EngineOptions, load_meta};
+use crate::engine::{Engine, EngineError, EngineOptions, load_meta};
 use crate::keys::{self, Space, meta};
 use crate::op::LogEntry;
-use crate::statedir::StateDir;
+use crate::statedir::{StateDir, StateDirError};
 use crate::store::fjall_backend::FjallBackend;
-use crate::store::{Backend, BatchItem};
+use crate::store::{Backend, BatchItem, StoreError};
 use crate::types::Hash;
 
 /// Items per store batch while the branches are rewritten.
-const BATCH: usize = 4096;
+pub const BATCH: usize = 4096;
+
+/// Why a rebuild did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    /// The records do not give the root the store or its log committed:
+    /// the damage is not (only) in the derived data. Nothing was written.
+    #[error("{0}")]
+    Refused(String),
+    /// The store could not be opened, read or written.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<StoreError> for RepairError {
+    fn from(e: StoreError) -> Self {
+        RepairError::Engine(e.into())
+    }
+}
+
+impl From<StateDirError> for RepairError {
+    fn from(e: StateDirError) -> Self {
+        RepairError::Engine(e.into())
+    }
+}
 
 /// What [`rebuild_merkle`] did.
 #[derive(Clone, Debug, Serialize)]
@@ -44,21 +69,43 @@ pub struct Rebuilt {
 }
 
 /// Rebuilds the Merkle branches of the store in the state directory at
-/// `path`, which must not be in use (its lock is taken). The commit
-/// journal is left alone: the next open replays what it holds past the
-/// store, on top of the rebuilt branches.
-pub fn rebuild_merkle_dir(path: &Path, opts: &EngineOptions) -> Result<Rebuilt, EngineError> {
+/// `path`, which must not be in use (its lock is taken, and kept), then
+/// opens the engine on the result, with its commit journal: the journal
+/// is left alone until then, and the open replays what it holds past the
+/// store on top of the rebuilt branches.
+pub fn rebuild_merkle_dir(
+    path: &Path,
+    opts: &EngineOptions,
+) -> Result<(Rebuilt, Engine), RepairError> {
     let dir = StateDir::open(path)?;
-    let backend = FjallBackend::open(&dir.db_path(), &opts.fjall)?;
-    rebuild_merkle(&backend)
+    let backend = Arc::new(FjallBackend::open(&dir.db_path(), &opts.fjall)?);
+    if let Some((ws, _)) = load_meta(&*backend)?
+        && ws != dir.workspace()
+    {
+        return Err(EngineError::Corrupt(format!(
+            "FORMAT names workspace {} but the store holds {ws}",
+            dir.workspace()
+        ))
+        .into());
+    }
+    let rebuilt = rebuild_merkle(&*backend)?;
+    let engine = Engine::open_locked(dir, backend)?;
+    Ok((rebuilt, engine))
 }
 
 /// Recomputes the Merkle trie from the hashed records of `b` and, if its
 /// root is the store's root (and the root of the log entry the store last
 /// applied, when the log holds it), replaces the stored branches and delta
-/// records with it, synced. Otherwise returns [`EngineError::Corrupt`]
-/// having written nothing.
-pub fn rebuild_merkle(b: &dyn Backend) -> Result<Rebuilt, EngineError> {
+/// records with it, synced. Otherwise returns [`RepairError::Refused`]
+/// having written nothing. `b` must not be in use by an [`Engine`] (whose
+/// held branches would go stale): open the engine afterwards.
+pub fn rebuild_merkle(b: &dyn Backend) -> Result<Rebuilt, RepairError> {
+    rebuild_merkle_in_batches(b, BATCH)
+}
+
+/// [`rebuild_merkle`] writing the branches `batch` items at a time (tests
+/// use small batches to cut a rebuild short between two of them).
+pub fn rebuild_merkle_in_batches(b: &dyn Backend, batch: usize) -> Result<Rebuilt, RepairError> {
     let (_, meta) = load_meta(b)?.ok_or(EngineError::Uninitialized)?;
     let mut items = Vec::new();
     for space in Space::ALL.into_iter().filter(|s| s.hashed()) {
@@ -73,7 +120,7 @@ pub fn rebuild_merkle(b: &dyn Backend) -> Result<Rebuilt, EngineError> {
     items.sort_unstable();
     let root = root_from_sorted(&items);
     if root != meta.root {
-        return Err(EngineError::Corrupt(format!(
+        return Err(RepairError::Refused(format!(
             "the records give root {} but the store's root is {}: the records \
              themselves differ from what was committed, which new branches cannot mend",
             hex::encode(root),
@@ -83,7 +130,7 @@ pub fn rebuild_merkle(b: &dyn Backend) -> Result<Rebuilt, EngineError> {
     if let Some(logged) = logged_root(b, meta.applied)?
         && logged != root
     {
-        return Err(EngineError::Corrupt(format!(
+        return Err(RepairError::Refused(format!(
             "the records and the store give root {} but log entry {} gives {}",
             hex::encode(root),
             meta.applied,
@@ -133,7 +180,7 @@ pub fn rebuild_merkle(b: &dyn Backend) -> Result<Rebuilt, EngineError> {
     )?;
     let mut rest = writes.into_iter().peekable();
     while rest.peek().is_some() {
-        b.commit(rest.by_ref().take(BATCH).collect(), false)?;
+        b.commit(rest.by_ref().take(batch.max(1)).collect(), false)?;
     }
     b.commit(last, true)?;
     Ok(Rebuilt {
@@ -154,11 +201,14 @@ fn item(space: Space, key: Vec<u8>, value: Option<Vec<u8>>) -> BatchItem {
 }
 
 /// The root of log entry `index`, if the log holds it.
-fn logged_root(b: &dyn Backend, index: u64) -> Result<Option<Hash>, EngineError> {
+fn logged_root(b: &dyn Backend, index: u64) -> Result<Option<Hash>, RepairError> {
     let Some(v) = b.get(Space::Log, &index.to_be_bytes())? else {
         return Ok(None);
     };
-    let e = LogEntry::decode(&v)
-        .map_err(|e| EngineError::Corrupt(format!("log entry {index}: {e}")))?;
+    let e = LogEntry::decode(&v).map_err(|e| {
+        RepairError::Refused(format!(
+            "log entry {index}, whose root the rebuild must match, is unreadable: {e}"
+        ))
+    })?;
     Ok(Some(e.root))
 }

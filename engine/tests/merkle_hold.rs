@@ -9,8 +9,10 @@ use common::*;
 use hsfs_engine::Engine;
 use hsfs_engine::engine::MERKLE_HOLD_DELTAS;
 use hsfs_engine::keys::{Space, meta};
-use hsfs_engine::repair;
-use hsfs_engine::store::{Backend, BatchItem, KvIter, StoreError, Value};
+use hsfs_engine::op::LogEntry;
+use hsfs_engine::repair::{self, RepairError};
+use hsfs_engine::store::Backend;
+use hsfs_engine::store::mem::Faults;
 
 const R: u64 = hsfs_engine::ROOT_INO;
 
@@ -233,6 +235,7 @@ fn a_rebuild_refuses_records_that_differ_and_writes_nothing() {
     img.corrupt(Space::Nodes, &key, Some(v));
     let merkle = (img.keys(Space::Merkle), img.keys(Space::MerkleDelta));
     let err = repair::rebuild_merkle(&*img).unwrap_err();
+    assert!(matches!(err, RepairError::Refused(_)), "{err}");
     assert!(err.to_string().contains("the records give root"), "{err}");
     assert_eq!(
         (img.keys(Space::Merkle), img.keys(Space::MerkleDelta)),
@@ -245,61 +248,53 @@ fn a_rebuild_refuses_records_that_differ_and_writes_nothing() {
     );
 }
 
-/// A backend whose `fail_at`-th commit (from 1) fails.
-struct Cut {
-    inner: Arc<hsfs_engine::store::mem::MemBackend>,
-    commits: std::sync::atomic::AtomicUsize,
-    fail_at: usize,
-}
-
-impl Backend for Cut {
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Value>, StoreError> {
-        self.inner.get(space, key)
-    }
-    fn range(
-        &self,
-        space: Space,
-        lo: std::ops::Bound<Vec<u8>>,
-        hi: std::ops::Bound<Vec<u8>>,
-    ) -> KvIter<'_> {
-        self.inner.range(space, lo, hi)
-    }
-    fn commit(&self, items: Vec<BatchItem>, sync: bool) -> Result<(), StoreError> {
-        let n = 1 + self
-            .commits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n == self.fail_at {
-            return Err(StoreError::Injected("cut"));
-        }
-        self.inner.commit(items, sync)
-    }
-    fn sync(&self) -> Result<(), StoreError> {
-        self.inner.sync()
-    }
-    fn free_space(&self) -> Option<u64> {
-        None
-    }
-    fn disk_space(&self) -> Option<u64> {
-        None
+#[test]
+fn a_rebuild_cut_short_is_refused_on_open_until_run_again() {
+    // The dangerous case: no delta records (so an open would not compare
+    // the branches with the root) and a rebuild that wrote some of its
+    // branches before it stopped.
+    let mut h = harness();
+    populate(&mut h, "a");
+    h.fsck(); // writes the held branches: no delta records left
+    let img = Arc::new(h.backend.process_crash_image());
+    let branches = img.keys(Space::Merkle);
+    img.corrupt(Space::Merkle, &branches[0], None);
+    // Commit 1 is the marker, 2 the first batch of 2 branches, 3 fails.
+    img.set_faults(Faults {
+        fail_commit: Some(3),
+        ..Faults::default()
+    });
+    let err = repair::rebuild_merkle_in_batches(&*img, 2).unwrap_err();
+    assert!(matches!(err, RepairError::Engine(_)), "{err}");
+    // After the process dies (the unsynced batch reached the OS), and
+    // after a power cut (only the synced marker is left): refused.
+    for cut in [img.process_crash_image(), img.crash_image()] {
+        let cut = Arc::new(cut);
+        let err = Engine::open(cut.clone(), None).err().expect("refused");
+        assert!(err.to_string().contains("rebuild"), "{err}");
+        repair::rebuild_merkle(&*cut).unwrap();
+        let mended = Engine::open(cut, None).unwrap();
+        assert_eq!(mended.status().meta.root, h.root());
+        let report = hsfs_engine::fsck::check(&mended, &mut |_, _| {}).unwrap();
+        assert!(report.is_clean(), "{:#?}", report.problems);
     }
 }
 
 #[test]
-fn a_rebuild_cut_short_is_refused_on_open_until_run_again() {
+fn a_rebuild_refuses_a_log_whose_root_differs_and_writes_nothing() {
     let mut h = harness();
     let img = damaged_delta_image(&mut h);
-    // The marker (commit 1) is written, the branches (commit 2) are not.
-    let cut = Cut {
-        inner: img.clone(),
-        commits: Default::default(),
-        fail_at: 2,
-    };
-    assert!(repair::rebuild_merkle(&cut).is_err());
-    let err = Engine::open(img.clone(), None).err().expect("refused");
-    assert!(err.to_string().contains("rebuild"), "{err}");
-    repair::rebuild_merkle(&*img).unwrap();
-    let mended = Engine::open(img, None).unwrap();
-    assert_eq!(mended.status().meta.root, h.root());
-    let report = hsfs_engine::fsck::check(&mended, &mut |_, _| {}).unwrap();
-    assert!(report.is_clean(), "{:#?}", report.problems);
+    let applied = h.engine.status().meta.applied;
+    let key = applied.to_be_bytes();
+    let mut e = LogEntry::decode(&img.get(Space::Log, &key).unwrap().unwrap()).unwrap();
+    e.root[0] ^= 1;
+    img.corrupt(Space::Log, &key, Some(e.encode()));
+    let merkle = (img.keys(Space::Merkle), img.keys(Space::MerkleDelta));
+    let err = repair::rebuild_merkle(&*img).unwrap_err();
+    assert!(matches!(err, RepairError::Refused(_)), "{err}");
+    assert!(err.to_string().contains("log entry"), "{err}");
+    assert_eq!(
+        (img.keys(Space::Merkle), img.keys(Space::MerkleDelta)),
+        merkle
+    );
 }

@@ -199,11 +199,10 @@ pub fn mib_sync_floor(dir: &Path, n: usize, overwrite: bool) -> std::io::Result<
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
-        .read(true)
         .write(true)
         .open(&path)?;
     let mut block = vec![0; MIB];
-    populate::fill(&mut block, n as u64 ^ u64::from(overwrite));
+    populate::fill(&mut block, 0x6d69_6273);
     if overwrite {
         for i in 0..n {
             f.write_all_at(&block, (i * MIB) as u64)?;
@@ -231,11 +230,12 @@ pub const ALIGNED_BLOCK: usize = 1 << 20;
 /// A 1 MiB block buffer that starts on a page boundary, as `dd` and `fio`
 /// allocate theirs. Why: the kernel's FUSE write path packs at most
 /// `max_pages` (256) of the caller's pages into one request, so a 1 MiB
-/// write from an unaligned buffer (a plain `Vec`, 16 bytes into a page)
-/// spans 257 pages and reaches the server as two requests (1046368 +
-/// 2208 bytes, seen in hsfs's log): the workload would no longer be
-/// "1 MiB blocks" at the filesystem, and each write would cost a
-/// filesystem that commits every request durably two commits.
+/// write from a buffer that starts anywhere else in a page (a plain `Vec`
+/// does) spans 257 pages and reaches the server as two requests: 1046368
+/// and 2208 bytes in hsfs's log for a buffer 2208 bytes into its page.
+/// The workload would no longer be "1 MiB blocks" at the filesystem, and
+/// each write would cost a filesystem that commits every request durably
+/// two commits.
 pub struct AlignedBlock {
     buf: Vec<u8>,
     start: usize,
@@ -360,6 +360,16 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_aligned_block_starts_on_a_page_and_holds_its_content() {
+        for _ in 0..4 {
+            let content: Vec<u8> = (0..super::ALIGNED_BLOCK).map(|i| i as u8).collect();
+            let b = super::AlignedBlock::new(&content);
+            assert_eq!(b.get().as_ptr() as usize % super::ALIGN, 0);
+            assert_eq!(b.get(), &content[..]);
+        }
+    }
 
     #[test]
     fn cpu_time_reads_this_process_and_grows_while_it_computes() {

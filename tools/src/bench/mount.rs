@@ -279,9 +279,9 @@ pub fn run(args: MountArgs) -> Result<()> {
         small: fdatasync_floor(scratch.path(), ((2000.0 * args.scale) as usize).max(200))
             .context("measuring the fdatasync floor")?,
         mib_new: mib_sync_floor(scratch.path(), mibs, false)
-            .context("measuring the floor of a durable MiB")?,
+            .context("measuring the floor of a durable MiB in new blocks")?,
         mib_overwrite: mib_sync_floor(scratch.path(), mibs, true)
-            .context("measuring the floor of a durable MiB")?,
+            .context("measuring the floor of a durable MiB over written blocks")?,
     };
     let env = Env {
         scale: args.scale,

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hsfs_engine::{Engine, EngineError, EngineOptions};
-use hsfs_engine::{fsck, repair};
+use hsfs_engine::repair::{self, RepairError};
+use hsfs_engine::{Engine, EngineOptions, fsck};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -42,39 +42,48 @@ struct Cli {
 fn main() -> ExitCode {
     hsfs_tools::init_logging();
     let cli = Cli::parse();
-    let rebuilt = if cli.rebuild_merkle {
-        match repair::rebuild_merkle_dir(&cli.state_dir, &EngineOptions::default()) {
-            Ok(r) => {
-                if !cli.json {
-                    println!(
-                        "rebuilt the merkle branches: records {}, branches written {}, stale branches removed {}, delta records removed {}; root {}",
-                        r.records, r.branches, r.stale_branches, r.deltas, r.root
-                    );
-                }
-                Some(r)
-            }
-            Err(e) => {
-                eprintln!(
-                    "hsfs-fsck: {}: cannot rebuild the merkle branches: {e}",
-                    cli.state_dir.display()
-                );
-                return ExitCode::from(if matches!(e, EngineError::Corrupt(_)) {
-                    1
-                } else {
-                    2
-                });
-            }
-        }
+    let opened = if cli.rebuild_merkle {
+        repair::rebuild_merkle_dir(&cli.state_dir, &EngineOptions::default())
+            .map(|(r, e)| (Some(r), e))
     } else {
-        None
+        Engine::open_dir(&cli.state_dir, &EngineOptions::default())
+            .map(|e| (None, e))
+            .map_err(RepairError::from)
     };
-    let engine = match Engine::open_dir(&cli.state_dir, &EngineOptions::default()) {
-        Ok(e) => e,
+    let (rebuilt, engine) = match opened {
+        Ok(x) => x,
         Err(e) => {
-            eprintln!("hsfs-fsck: {e}");
-            return ExitCode::from(2);
+            let what = if cli.rebuild_merkle {
+                "cannot rebuild the merkle branches"
+            } else {
+                "cannot open the store"
+            };
+            eprintln!("hsfs-fsck: {}: {what}: {e}", cli.state_dir.display());
+            if cli.json {
+                let v = json!({
+                    "state_dir": cli.state_dir.display().to_string(),
+                    "clean": false,
+                    "error": format!("{what}: {e}"),
+                });
+                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            }
+            // A refused rebuild found problems; anything else is input
+            // this tool cannot use.
+            return ExitCode::from(if matches!(e, RepairError::Refused(_)) {
+                1
+            } else {
+                2
+            });
         }
     };
+    if let Some(r) = &rebuilt
+        && !cli.json
+    {
+        println!(
+            "rebuilt the merkle branches: records {}, branches written {}, stale branches removed {}, delta records removed {}; root {}",
+            r.records, r.branches, r.stale_branches, r.deltas, r.root
+        );
+    }
     let bar = if !cli.json && std::io::stderr().is_terminal() {
         let b = ProgressBar::new_spinner();
         b.set_style(

@@ -460,8 +460,11 @@ impl Report {
                 "p99_us": us(self.floor.p99()),
             },
             "mib_sync_floor": {
-                "new_blocks_p50_us": (!self.mib_new.is_empty()).then(|| us(self.mib_new.p50())),
-                "overwrite_p50_us": (!self.mib_overwrite.is_empty()).then(|| us(self.mib_overwrite.p50())),
+                "n": self.mib_new.len(),
+                "new_blocks_p50_us": us(self.mib_new.p50()),
+                "new_blocks_p99_us": us(self.mib_new.p99()),
+                "overwrite_p50_us": us(self.mib_overwrite.p50()),
+                "overwrite_p99_us": us(self.mib_overwrite.p99()),
             },
             "tables": self.tables().iter().map(Table::to_json).collect::<Vec<_>>(),
             "runs": self.raw,
