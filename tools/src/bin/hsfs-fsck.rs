@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             } else {
                 "cannot open the store"
             };
-            eprintln!("hsfs-fsck: {}: {what}: {e}", cli.state_dir.display());
+            eprintln!("hsfs-fsck: {what}: {e}");
             if cli.json {
                 let v = json!({
                     "state_dir": cli.state_dir.display().to_string(),
