@@ -228,14 +228,14 @@ const ALIGN: usize = 4096;
 pub const ALIGNED_BLOCK: usize = 1 << 20;
 
 /// A 1 MiB block buffer that starts on a page boundary, as `dd` and `fio`
-/// allocate theirs. Why: the kernel's FUSE write path packs at most
-/// `max_pages` (256) of the caller's pages into one request, so a 1 MiB
-/// write from a buffer that starts anywhere else in a page (a plain `Vec`
-/// does) spans 257 pages and reaches the server as two requests: 1046368
-/// and 2208 bytes in hsfs's log for a buffer 2208 bytes into its page.
-/// The workload would no longer be "1 MiB blocks" at the filesystem, and
-/// each write would cost a filesystem that commits every request durably
-/// two commits.
+/// allocate theirs. Why: for a handle opened with direct I/O (hsfs's
+/// writable handles) the kernel sends the caller's own pages, at most
+/// `max_pages` (256) per FUSE request, so a 1 MiB write from a buffer that
+/// starts anywhere else in a page (a plain `Vec` does) spans 257 pages and
+/// reaches the server as two requests: 1046368 and 2208 bytes in hsfs's
+/// log for a buffer 2208 bytes into its page. The workload would no
+/// longer be "1 MiB blocks" at the filesystem, and each write would cost
+/// a filesystem that commits every request durably two commits.
 pub struct AlignedBlock {
     buf: Vec<u8>,
     start: usize,
