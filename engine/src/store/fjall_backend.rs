@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use fjall::compaction::Leveled;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 use parking_lot::{Mutex, RwLock};
 
@@ -35,6 +37,13 @@ pub struct FjallOptions {
     pub extent_memtable_bytes: u64,
     /// Memtable size of every other keyspace.
     pub memtable_bytes: u64,
+    /// Tables in level 0 of the chunk keyspace that trigger a compaction
+    /// into level 1 (fjall's default, 4, for the other keyspaces). Why:
+    /// chunk keys are BLAKE3 hashes, so every new run overlaps all of
+    /// level 1 and each compaction rewrites the whole chunk index; every
+    /// checkpoint ingests one run. Like the memtable sizes, fjall records
+    /// it when the keyspace is created: it applies to new stores.
+    pub chunk_l0_threshold: u8,
     /// fjall's journal is bounded to this size: past it, the oldest
     /// memtables are flushed so their journal files can go. Opening the
     /// store replays what the journal holds, so this bounds the open time
@@ -43,6 +52,15 @@ pub struct FjallOptions {
     /// docs/PERFORMANCE.md, "Scale, memory and space").
     pub journal_bytes: u64,
 }
+
+/// Default of [`FjallOptions::chunk_l0_threshold`]: four times fjall's,
+/// and below the 20 level-0 runs at which fjall starts to slow a
+/// keyspace's writers. `hsfs-bench scale --only memory` (a 10 GiB file
+/// written after 2 GiB of small files, two runs each): the chunk
+/// keyspace's compactions took 12.5 to 12.8 s with 4 and 4.0 to 4.3 s
+/// with 16, and the write went from 326-327 to 356-393 MiB/s
+/// (docs/PERFORMANCE.md, "Scale, memory and space").
+pub const CHUNK_L0_THRESHOLD: u8 = 16;
 
 impl Default for FjallOptions {
     fn default() -> Self {
@@ -53,6 +71,7 @@ impl Default for FjallOptions {
             merkle_memtable_bytes: 16 << 20,
             extent_memtable_bytes: 2 << 20,
             memtable_bytes: 8 << 20,
+            chunk_l0_threshold: CHUNK_L0_THRESHOLD,
             journal_bytes: 64 << 20,
         }
     }
@@ -97,6 +116,7 @@ impl FjallBackend {
         let mut spaces = Vec::with_capacity(Space::ALL.len());
         for s in Space::ALL {
             let threshold = opts.blob_threshold;
+            let chunk_l0 = opts.chunk_l0_threshold;
             let memtable = match s {
                 Space::Chunks => opts.chunk_memtable_bytes,
                 Space::Merkle => opts.merkle_memtable_bytes,
@@ -109,6 +129,7 @@ impl FjallBackend {
                     o.with_kv_separation(Some(
                         KvSeparationOptions::default().separation_threshold(threshold),
                     ))
+                    .compaction_strategy(Arc::new(Leveled::default().with_l0_threshold(chunk_l0)))
                 } else {
                     o
                 }
@@ -523,5 +544,34 @@ mod tests {
         for (h, v) in &chunks {
             assert_eq!(chunk(&b, *h).unwrap(), &v[..]);
         }
+    }
+
+    #[test]
+    fn checkpoint_runs_stay_in_level_0_up_to_the_chunk_threshold() {
+        // Each sync ingests one run into level 0 of the chunk keyspace.
+        // Below `chunk_l0_threshold` no compaction is due, so the runs
+        // stay there; with fjall's default of 4 they are merged into
+        // level 1 four at a time (the whole chunk index rewritten each
+        // time, see `CHUNK_L0_THRESHOLD`).
+        let d = tempfile::tempdir().unwrap();
+        let opts = FjallOptions::default();
+        let b = FjallBackend::open(d.path(), &opts).unwrap();
+        let runs = usize::from(opts.chunk_l0_threshold) - 1;
+        for i in 0..runs {
+            // 32 hashes span nearly the whole key space, as a real run's
+            // hundreds do: the runs overlap (disjoint runs would be moved
+            // down a level instead of staying in level 0).
+            let chunks = (0..32u8)
+                .map(|j| {
+                    let data = vec![i as u8, j];
+                    (*blake3::hash(&data).as_bytes(), Value::from(data))
+                })
+                .collect();
+            b.put_journaled_chunks(chunks).unwrap();
+            b.sync().unwrap();
+        }
+        // The first run may be moved down to the empty level 1 instead.
+        let l0 = b.ks(Space::Chunks).l0_table_count();
+        assert!(l0 >= runs - 1, "{l0} of {runs} runs in level 0");
     }
 }
