@@ -173,6 +173,14 @@ fn damaged_delta_image(h: &mut H) -> Arc<hsfs_engine::store::mem::MemBackend> {
     Arc::new(img)
 }
 
+/// Opens `img` and checks it whole with fsck.
+fn opens_clean(img: Arc<hsfs_engine::store::mem::MemBackend>) -> Engine {
+    let e = Engine::open(img, None).unwrap();
+    let report = hsfs_engine::fsck::check(&e, &mut |_, _| {}).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.problems);
+    e
+}
+
 #[test]
 fn a_rebuild_mends_a_corrupt_delta() {
     let mut h = harness();
@@ -218,9 +226,25 @@ fn a_rebuild_replaces_stale_branches() {
     assert_eq!(r.stale_branches, 1, "{r:?}");
     assert_eq!(r.branches as usize, branches.len());
     assert_eq!(img.keys(Space::Merkle), branches);
-    let mended = Engine::open(img, None).unwrap();
-    let report = hsfs_engine::fsck::check(&mended, &mut |_, _| {}).unwrap();
-    assert!(report.is_clean(), "{:#?}", report.problems);
+    opens_clean(img);
+}
+
+/// Runs a rebuild that must be refused (its message naming `why`) and
+/// checks that it wrote nothing.
+fn refused_unchanged(img: &hsfs_engine::store::mem::MemBackend, why: &str) {
+    let merkle = (img.keys(Space::Merkle), img.keys(Space::MerkleDelta));
+    let err = repair::rebuild_merkle(img).unwrap_err();
+    assert!(matches!(err, RepairError::Refused(_)), "{err}");
+    assert!(err.to_string().contains(why), "{err}");
+    assert_eq!(
+        (img.keys(Space::Merkle), img.keys(Space::MerkleDelta)),
+        merkle
+    );
+    assert!(
+        img.get(Space::Meta, meta::MERKLE_REBUILD)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -233,19 +257,7 @@ fn a_rebuild_refuses_records_that_differ_and_writes_nothing() {
     let mut v = img.get(Space::Nodes, &key).unwrap().unwrap().to_vec();
     v[0] ^= 1;
     img.corrupt(Space::Nodes, &key, Some(v));
-    let merkle = (img.keys(Space::Merkle), img.keys(Space::MerkleDelta));
-    let err = repair::rebuild_merkle(&*img).unwrap_err();
-    assert!(matches!(err, RepairError::Refused(_)), "{err}");
-    assert!(err.to_string().contains("the records give root"), "{err}");
-    assert_eq!(
-        (img.keys(Space::Merkle), img.keys(Space::MerkleDelta)),
-        merkle
-    );
-    assert!(
-        img.get(Space::Meta, meta::MERKLE_REBUILD)
-            .unwrap()
-            .is_none()
-    );
+    refused_unchanged(&img, "the records give root");
 }
 
 #[test]
@@ -273,10 +285,7 @@ fn a_rebuild_cut_short_is_refused_on_open_until_run_again() {
         let err = Engine::open(cut.clone(), None).err().expect("refused");
         assert!(err.to_string().contains("rebuild"), "{err}");
         repair::rebuild_merkle(&*cut).unwrap();
-        let mended = Engine::open(cut, None).unwrap();
-        assert_eq!(mended.status().meta.root, h.root());
-        let report = hsfs_engine::fsck::check(&mended, &mut |_, _| {}).unwrap();
-        assert!(report.is_clean(), "{:#?}", report.problems);
+        assert_eq!(opens_clean(cut).status().meta.root, h.root());
     }
 }
 
@@ -289,12 +298,5 @@ fn a_rebuild_refuses_a_log_whose_root_differs_and_writes_nothing() {
     let mut e = LogEntry::decode(&img.get(Space::Log, &key).unwrap().unwrap()).unwrap();
     e.root[0] ^= 1;
     img.corrupt(Space::Log, &key, Some(e.encode()));
-    let merkle = (img.keys(Space::Merkle), img.keys(Space::MerkleDelta));
-    let err = repair::rebuild_merkle(&*img).unwrap_err();
-    assert!(matches!(err, RepairError::Refused(_)), "{err}");
-    assert!(err.to_string().contains("log entry"), "{err}");
-    assert_eq!(
-        (img.keys(Space::Merkle), img.keys(Space::MerkleDelta)),
-        merkle
-    );
+    refused_unchanged(&img, "log entry");
 }
