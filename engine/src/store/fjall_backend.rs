@@ -55,7 +55,10 @@ pub struct FjallOptions {
 
 /// Default of [`FjallOptions::chunk_l0_threshold`]: four times fjall's,
 /// and below the 20 level-0 runs at which fjall starts to slow a
-/// keyspace's writers. `hsfs-bench scale --only memory` (a 10 GiB file
+/// keyspace's writers (it halts them at 30). The embedded mount's chunks
+/// arrive by ingestion, which fjall does not slow; a replica's arrive in
+/// write batches, and 14 memtable flushes (32 MiB each) during one
+/// compaction would halt them until it ends (with 4: 26). `hsfs-bench scale --only memory` (a 10 GiB file
 /// written after 2 GiB of small files, two runs each): the chunk
 /// keyspace's compactions took 12.5 to 12.8 s with 4 and 4.0 to 4.3 s
 /// with 16, and the write went from 326-327 to 356-393 MiB/s
