@@ -560,6 +560,26 @@ mod tests {
         (d, b, w)
     }
 
+    /// A closed journal holding records 1, 2 and 3, one `size`-byte chunk
+    /// each, synced, in file 0.
+    fn three_records(size: usize) -> (tempfile::TempDir, Arc<dyn Backend>) {
+        let (d, b, mut w) = recovered(1 << 20);
+        for n in 1..=3 {
+            append(&mut w, n, size, true);
+        }
+        (d, b)
+    }
+
+    /// Overwrites bytes of journal file 0 at `at`, as a crash or a bad
+    /// sector would leave them.
+    fn overwrite(dir: &Path, at: u64, bytes: &[u8]) {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(dir.join("0.wal"))
+            .unwrap();
+        f.write_all_at(bytes, at).unwrap();
+    }
+
     /// The first byte of each record's first chunk.
     fn ids(records: &[Record]) -> Vec<u8> {
         records.iter().map(|r| r.chunks[0].1[0]).collect()
@@ -598,12 +618,7 @@ mod tests {
         append(&mut w, 1, 100, true);
         append(&mut w, 2, 100, true);
         // Tear the second record.
-        let f = OpenOptions::new()
-            .write(true)
-            .open(d.path().join("0.wal"))
-            .unwrap();
-        f.write_all_at(&[0xff; 8], (HEADER + 140) as u64 + 30)
-            .unwrap();
+        overwrite(d.path(), (HEADER + 140) as u64 + 30, &[0xff; 8]);
         drop(w);
         let (_, got) = Wal::open(d.path(), 1 << 20, b).unwrap();
         assert_eq!(ids(&got), [1]);
@@ -614,21 +629,16 @@ mod tests {
     /// chunk) must still end the journal there.
     #[test]
     fn a_chunk_not_wholly_written_tears_its_record() {
-        let (d, b, mut w) = recovered(1 << 20);
-        for n in 1..=3 {
-            append(&mut w, n, 10_000, true);
-        }
-        drop(w);
+        let (d, b) = three_records(10_000);
         // Record 2 starts after record 1 (header, one byte of empty
         // entries, one chunk header, 10 000 bytes); damage its chunk's
         // bytes only.
         let second = (HEADER + 1 + CHUNK_HEAD + 10_000) as u64;
-        let f = OpenOptions::new()
-            .write(true)
-            .open(d.path().join("0.wal"))
-            .unwrap();
-        f.write_all_at(&[0; 16], second + (HEADER + 1 + CHUNK_HEAD + 5000) as u64)
-            .unwrap();
+        overwrite(
+            d.path(),
+            second + (HEADER + 1 + CHUNK_HEAD + 5000) as u64,
+            &[0; 16],
+        );
         let (_, got) = Wal::open(d.path(), 1 << 20, b).unwrap();
         assert_eq!(
             ids(&got),
@@ -644,18 +654,9 @@ mod tests {
     /// stale records after it must still not be read as its successors.
     #[test]
     fn stale_records_of_a_reused_generation_are_not_read() {
-        let (d, b, mut w) = recovered(1 << 20);
-        for n in 1..=3 {
-            append(&mut w, n, 1000, true);
-        }
-        drop(w);
+        let (d, b) = three_records(1000);
         // Tear the first record (damage its chunk's bytes).
-        let f = OpenOptions::new()
-            .write(true)
-            .open(d.path().join("0.wal"))
-            .unwrap();
-        f.write_all_at(&[0xee; 8], (HEADER + 1 + CHUNK_HEAD + 500) as u64)
-            .unwrap();
+        overwrite(d.path(), (HEADER + 1 + CHUNK_HEAD + 500) as u64, &[0xee; 8]);
         let (mut w, got) = Wal::open(d.path(), 1 << 20, b.clone()).unwrap();
         assert!(got.is_empty());
         w.recovered();
