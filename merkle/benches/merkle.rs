@@ -22,7 +22,8 @@ fn bench(c: &mut Criterion) {
         t.insert(&store, &h(i), &h(i)).unwrap();
     }
     t.root(&store).unwrap();
-    store.apply(t.take_writes());
+    store.apply(t.writes());
+    t.written();
     let mut v = 0u64;
     c.bench_function("merkle/update_one_record_100k", |b| {
         b.iter(|| {
@@ -36,7 +37,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("merkle/batch_of_8_updates_with_writes_100k", |b| {
         b.iter(|| {
             eight_updates(&mut t, &store, &mut v);
-            store.apply(t.take_writes());
+            store.apply(t.writes());
+            t.written();
         })
     });
     // The same with the branches held in memory between batches, as the
@@ -55,7 +57,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     t.root(&store).unwrap();
-    store.apply(t.take_writes());
+    store.apply(t.writes());
+    t.written();
     c.bench_function("merkle/prove_100k", |b| {
         t.root(&store).unwrap();
         b.iter(|| t.prove(&store, &h(v % 100_000)).unwrap())

@@ -21,7 +21,7 @@
 //! The empty trie is a root branch with no children.
 //!
 //! The crate is storage agnostic: branches are loaded through [`NodeStore`] and
-//! modified branches are handed back by [`Trie::take_writes`] for the caller to
+//! modified branches are handed back by [`Trie::writes`] for the caller to
 //! persist in the same atomic batch as the state they authenticate.
 
 mod node;

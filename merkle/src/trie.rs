@@ -37,8 +37,9 @@ pub enum TrieError<E: std::error::Error + 'static> {
 ///
 /// Mutations are buffered in memory; [`Trie::root`] recomputes the hashes of
 /// the branches they touched (deepest first, each once), and
-/// [`Trie::take_writes`] hands the changed branches to the caller, which
-/// persists them in the same atomic batch as the records they authenticate.
+/// [`Trie::writes`] hands the changed branches to the caller, which
+/// persists them in the same atomic batch as the records they authenticate
+/// and then calls [`Trie::written`].
 /// Shallow branches (depth <= `cache_depth`) stay cached between batches since
 /// every update passes through them.
 ///
@@ -46,14 +47,14 @@ pub enum TrieError<E: std::error::Error + 'static> {
 /// durable by other means (the engine writes the batch's leaf changes as a
 /// small delta record): they stay in memory, take part in every later
 /// lookup, survive [`Trie::reset`], and are handed over by the next
-/// `take_writes`. The branches near the root change in every batch, so
+/// `writes`. The branches near the root change in every batch, so
 /// holding them across many batches writes each once instead of once per
 /// batch.
 #[derive(Debug)]
 pub struct Trie {
     cache: HashMap<NodePath, Branch>,
     cache_depth: usize,
-    /// Branches changed since the last `take_writes` or `hold`; `None` =
+    /// Branches changed since the last `written` or `hold`; `None` =
     /// deleted.
     pending: HashMap<NodePath, Option<Branch>>,
     /// Changes of committed batches not yet taken (see [`Trie::hold`]).
@@ -246,7 +247,7 @@ impl Trie {
         Ok(self.branch(store, &NodePath::ROOT)?.hash())
     }
 
-    /// Whether changes are buffered that neither [`Trie::take_writes`] nor
+    /// Whether changes are buffered that neither [`Trie::written`] nor
     /// [`Trie::hold`] has taken.
     #[must_use]
     pub fn has_pending(&self) -> bool {
@@ -261,7 +262,7 @@ impl Trie {
         self.held.extend(self.pending.drain());
     }
 
-    /// Number of branches changed since the last `take_writes` or `hold`.
+    /// Number of branches changed since the last `written` or `hold`.
     #[must_use]
     pub fn pending_len(&self) -> usize {
         self.pending.len()
@@ -274,31 +275,11 @@ impl Trie {
     }
 
     /// Changed branches to persist (`None` = delete), sorted by position:
-    /// the held ones and the pending ones (which are newer).
-    /// Call [`Trie::root`] first so every hash is current.
-    pub fn take_writes(&mut self) -> Vec<(NodePath, Option<Branch>)> {
-        assert!(self.stale.is_empty(), "take_writes before root()");
-        self.held.extend(self.pending.drain());
-        // Sort the positions, not the (position, branch) pairs: a branch is
-        // over a kilobyte, and moving those around was 6% of the commit
-        // thread's CPU when 8 processes created files (perf, by hand).
-        let mut paths: Vec<NodePath> = self.held.keys().copied().collect();
-        paths.sort_unstable();
-        let mut out = Vec::with_capacity(paths.len());
-        for p in paths {
-            let b = self.held.remove(&p).expect("a held path");
-            out.push((p, b));
-        }
-        for (p, b) in &out {
-            self.cache_written(p, b);
-        }
-        out
-    }
-
-    /// Like [`Trie::take_writes`], but the changes stay buffered (copied
-    /// out) until [`Trie::written`] says they are stored: a caller whose
-    /// store write fails then calls [`Trie::reset`], which drops only the
-    /// pending changes, and the held ones still match the store.
+    /// the held ones and the pending ones (which are newer). They stay
+    /// buffered (copied out) until [`Trie::written`] says they are stored:
+    /// a caller whose store write fails then calls [`Trie::reset`], which
+    /// drops only the pending changes, and the held ones still match the
+    /// store. Call [`Trie::root`] first so every hash is current.
     pub fn writes(&self) -> Vec<(NodePath, Option<Branch>)> {
         assert!(self.stale.is_empty(), "writes before root()");
         let mut paths: Vec<NodePath> = self
@@ -394,7 +375,7 @@ pub struct MemStore {
 }
 
 impl MemStore {
-    /// Applies writes from [`Trie::take_writes`].
+    /// Applies writes from [`Trie::writes`].
     pub fn apply(&mut self, writes: Vec<(NodePath, Option<Branch>)>) {
         for (p, b) in writes {
             match b {
@@ -451,7 +432,8 @@ mod tests {
         for &(k, v) in ops {
             apply_op(&mut trie, &store, &mut model, k, v);
             let root = trie.root(&store).unwrap();
-            store.apply(trie.take_writes());
+            store.apply(trie.writes());
+            trie.written();
             let sorted: Vec<_> = model.iter().map(|(a, b)| (*a, *b)).collect();
             assert_eq!(root, root_from_sorted(&sorted));
             let canonical: BTreeMap<_, _> =
@@ -540,7 +522,8 @@ mod tests {
             p.verify(&root, model.get(&h(k))).unwrap();
         }
         trie.root(&store).unwrap();
-        store.apply(trie.take_writes());
+        store.apply(trie.writes());
+        trie.written();
         assert_eq!(trie.held_len(), 0);
         let sorted: Vec<_> = model.iter().map(|(a, b)| (*a, *b)).collect();
         let canonical: BTreeMap<_, _> = crate::branches_from_sorted(&sorted).into_iter().collect();

@@ -443,7 +443,8 @@ fn engine_figures(dir: &Path, files: u64, tables: &mut Vec<Table>) -> Result<()>
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     trie.root(&trie_store).map_err(|e| anyhow::anyhow!("{e}"))?;
-    trie_store.apply(trie.take_writes());
+    trie_store.apply(trie.writes());
+    trie.written();
     let mut bare = Samples::default();
     for i in 0..20_000u64 {
         let k = *blake3::hash(&(i * 7 % leaves).to_le_bytes()).as_bytes();
@@ -452,7 +453,8 @@ fn engine_figures(dir: &Path, files: u64, tables: &mut Vec<Table>) -> Result<()>
             trie.insert(&trie_store, &k, &v).expect("insert");
             trie.root(&trie_store).expect("root")
         });
-        trie_store.apply(trie.take_writes());
+        trie_store.apply(trie.writes());
+        trie.written();
     }
     row(
         &format!("bare trie: one record update + root ({leaves} leaves)"),
