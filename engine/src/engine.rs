@@ -360,6 +360,18 @@ fn read_u64(b: &dyn Backend, key: &[u8]) -> Result<Option<u64>, EngineError> {
     }
 }
 
+/// The state directory's FORMAT file and its store name the same workspace.
+pub(crate) fn same_workspace(dir: &StateDir, store: WorkspaceId) -> Result<(), EngineError> {
+    if dir.workspace() == store {
+        Ok(())
+    } else {
+        Err(EngineError::Corrupt(format!(
+            "FORMAT names workspace {} but the store holds {store}",
+            dir.workspace()
+        )))
+    }
+}
+
 pub(crate) fn load_meta(b: &dyn Backend) -> Result<Option<(WorkspaceId, Meta)>, EngineError> {
     let Some(ws) = b.get(Space::Meta, meta::WORKSPACE)? else {
         return Ok(None);
@@ -513,13 +525,8 @@ impl Engine {
     /// Opens an initialized backend.
     pub fn open(backend: Arc<dyn Backend>, dir: Option<StateDir>) -> Result<Engine, EngineError> {
         let (workspace, meta) = load_meta(&*backend)?.ok_or(EngineError::Uninitialized)?;
-        if let Some(d) = &dir
-            && d.workspace() != workspace
-        {
-            return Err(EngineError::Corrupt(format!(
-                "FORMAT names workspace {} but the store holds {workspace}",
-                d.workspace()
-            )));
+        if let Some(d) = &dir {
+            same_workspace(d, workspace)?;
         }
         if backend.get(Space::Meta, meta::MERKLE_REBUILD)?.is_some() {
             return Err(EngineError::Corrupt(

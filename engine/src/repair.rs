@@ -18,7 +18,7 @@ use std::sync::Arc;
 use hsfs_merkle::{branches_from_sorted, root_from_sorted};
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineError, EngineOptions, load_meta};
+use crate::engine::{Engine, EngineError, EngineOptions, load_meta, same_workspace};
 use crate::keys::{self, Space, meta};
 use crate::op::LogEntry;
 use crate::statedir::{StateDir, StateDirError};
@@ -79,14 +79,8 @@ pub fn rebuild_merkle_dir(
 ) -> Result<(Rebuilt, Engine), RepairError> {
     let dir = StateDir::open(path)?;
     let backend = Arc::new(FjallBackend::open(&dir.db_path(), &opts.fjall)?);
-    if let Some((ws, _)) = load_meta(&*backend)?
-        && ws != dir.workspace()
-    {
-        return Err(EngineError::Corrupt(format!(
-            "FORMAT names workspace {} but the store holds {ws}",
-            dir.workspace()
-        ))
-        .into());
+    if let Some((ws, _)) = load_meta(&*backend)? {
+        same_workspace(&dir, ws)?;
     }
     let rebuilt = rebuild_merkle(&*backend)?;
     let engine = Engine::open_locked(dir, backend)?;
