@@ -27,7 +27,7 @@ use crate::store::{Backend, BatchItem, StoreError};
 use crate::types::Hash;
 
 /// Items per store batch while the branches are rewritten.
-pub const BATCH: usize = 4096;
+const BATCH: usize = 4096;
 
 /// Why a rebuild did not happen.
 #[derive(Debug, thiserror::Error)]

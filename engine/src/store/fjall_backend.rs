@@ -58,10 +58,12 @@ pub struct FjallOptions {
 /// keyspace's writers (it halts them at 30). The embedded mount's chunks
 /// arrive by ingestion, which fjall does not slow; a replica's arrive in
 /// write batches, and 14 memtable flushes (32 MiB each) during one
-/// compaction would halt them until it ends (with 4: 26). `hsfs-bench scale --only memory` (a 10 GiB file
-/// written after 2 GiB of small files, two runs each): the chunk
-/// keyspace's compactions took 12.5 to 12.8 s with 4 and 4.0 to 4.3 s
-/// with 16, and the write went from 326-327 to 356-393 MiB/s
+/// compaction would halt them until it ends (with 4: 26). `hsfs-bench
+/// scale --only memory` (a 10 GiB file written after 2 GiB of small
+/// files, two runs each) wrote at 326-327 MiB/s with 4 and 356-393 with
+/// 16; fjall's debug log of those runs (`RUST_LOG=lsm_tree=debug,
+/// fjall=debug`, not a bench figure) showed the chunk keyspace's
+/// compactions taking 12.5 to 12.8 s, then 4.0 to 4.3 s
 /// (docs/PERFORMANCE.md, "Scale, memory and space").
 pub const CHUNK_L0_THRESHOLD: u8 = 16;
 
